@@ -1,0 +1,147 @@
+//! Engine settings. `Config::default()` is the documented default of every setting; the
+//! server binary fills it from its TOML file and flags, then calls [`Config::validate`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What happens when a QoS 1/2 message arrives for a session whose queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueuePolicy {
+    /// Drop the new message for that session; count it and log it (rate-limited).
+    #[default]
+    Drop,
+    /// Stop reading the publisher's socket until the subscriber's queue has room, so
+    /// that TCP slows the publisher down. Offline sessions still drop.
+    Backpressure,
+}
+
+/// Who an access rule applies to, and what it allows or denies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    /// `allow` or `deny`.
+    pub permission: Permission,
+    /// `publish`, `subscribe` or `all`.
+    pub action: AclAction,
+    /// A topic filter (`+` and `#` allowed). A PUBLISH is covered when its topic matches
+    /// it; a SUBSCRIBE when its filter, read level by level, lies within it.
+    pub topic: String,
+    /// Only this client id; any client when absent.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Only this username; any user when absent.
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclAction {
+    Publish,
+    Subscribe,
+    All,
+}
+
+/// Every engine setting. Time values are whole seconds so that the TOML file and the
+/// flags read the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// MQTT over TCP listener.
+    pub mqtt_addr: SocketAddr,
+    /// Largest packet accepted from or sent to a client, in bytes (whole packet).
+    pub max_packet_size: u32,
+    /// Most concurrent client connections; further CONNECTs are refused (server busy).
+    pub max_connections: usize,
+    /// Outbound QoS 1/2 window per client: 3.1.1 clients get this many unacknowledged
+    /// messages; 5.0 clients the smaller of this and their Receive Maximum.
+    pub max_inflight: u16,
+    /// Inbound window advertised to 5.0 clients as Receive Maximum; a client that
+    /// exceeds it is disconnected (0x93).
+    pub receive_maximum: u16,
+    /// Messages held per session beyond the in-flight window (QoS 1/2 while offline or
+    /// slow, QoS 0 while online and slow).
+    pub max_queued_messages: usize,
+    /// What happens when that queue is full.
+    pub queue_policy: QueuePolicy,
+    /// Seconds a new connection has to send its CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Cap on client keep-alive, seconds (5.0 clients are told via Server Keep Alive;
+    /// 3.1.1 clients asking for more are held to it). 0 means no cap.
+    pub max_keep_alive_secs: u16,
+    /// Cap on session expiry interval, seconds.
+    pub max_session_expiry_secs: u32,
+    /// Topic aliases a 5.0 client may use towards us (Topic Alias Maximum in CONNACK).
+    pub topic_alias_maximum: u16,
+    /// Publish / subscribe access rules, first match wins; no match allows.
+    pub acl: Vec<AclRule>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mqtt_addr: "0.0.0.0:1883".parse().expect("literal address"),
+            max_packet_size: 1024 * 1024,
+            max_connections: 100_000,
+            max_inflight: 32,
+            receive_maximum: 64,
+            max_queued_messages: 1000,
+            queue_policy: QueuePolicy::Drop,
+            connect_timeout_secs: 10,
+            max_keep_alive_secs: 0,
+            max_session_expiry_secs: u32::MAX,
+            topic_alias_maximum: 16,
+            acl: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    /// Checks every setting; the error names the setting and says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(16..=268_435_460).contains(&self.max_packet_size) {
+            return Err(format!(
+                "max_packet_size: {} is outside 16..=268435460",
+                self.max_packet_size
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections: must be at least 1".into());
+        }
+        if self.max_inflight == 0 {
+            return Err("max_inflight: must be at least 1".into());
+        }
+        if self.receive_maximum == 0 {
+            return Err("receive_maximum: must be at least 1".into());
+        }
+        if self.max_queued_messages == 0 {
+            return Err("max_queued_messages: must be at least 1".into());
+        }
+        if self.connect_timeout_secs == 0 {
+            return Err("connect_timeout_secs: must be at least 1".into());
+        }
+        for (i, rule) in self.acl.iter().enumerate() {
+            if !crate::topic::valid_topic_filter(&rule.topic) {
+                return Err(format!(
+                    "acl[{i}].topic: {:?} is not a valid topic filter",
+                    rule.topic
+                ));
+            }
+        }
+        Ok(())
+    }
+}

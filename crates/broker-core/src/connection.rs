@@ -1,0 +1,895 @@
+//! One task per client socket: the CONNECT handshake, then a loop that reads packets,
+//! writes what the session has to send, and watches keep-alive, takeover and shutdown.
+//! Reading and writing are both branches of one `select!`, so a client that does not
+//! read never stops us from reading it, and its growing output stops us reading it
+//! (never unbounded buffers).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use crate::broker::{Message, Shared, SubEntry};
+use crate::cluster_api::DurableEvent;
+use crate::codec::{self, DecodeError};
+use crate::metrics::Metrics;
+use crate::packet::{
+    reason, Ack, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, RetainHandling,
+    SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+};
+use crate::session::{Delivery, Inflight, Session, Stage, SubOptions};
+use crate::topic;
+
+/// Stop reading a client while this much output for it is unwritten.
+const WBUF_HIGH: usize = 64 * 1024;
+/// Deliveries taken from a session per lock.
+const DRAIN_BATCH: usize = 64;
+/// How long a closing connection may take to flush its last packets.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Exit {
+    /// The client sent DISCONNECT; `will` is true for v5 reason 0x04.
+    Disconnect { will: bool },
+    /// The socket closed or failed without DISCONNECT.
+    Lost(String),
+    KeepAlive,
+    TakenOver,
+    Shutdown,
+    /// We close for a protocol violation, with this v5 reason code.
+    Violation { code: u8, why: String },
+}
+
+impl Exit {
+    fn violation(code: u8, why: impl Into<String>) -> Exit {
+        Exit::Violation {
+            code,
+            why: why.into(),
+        }
+    }
+
+    /// The DISCONNECT reason a v5 client is sent, when we are the one closing.
+    fn server_reason(&self) -> Option<u8> {
+        match self {
+            Exit::KeepAlive => Some(reason::KEEP_ALIVE_TIMEOUT),
+            Exit::TakenOver => Some(reason::SESSION_TAKEN_OVER),
+            Exit::Shutdown => Some(0x8B),
+            Exit::Violation { code, .. } => Some(*code),
+            Exit::Disconnect { .. } | Exit::Lost(_) => None,
+        }
+    }
+
+    fn publishes_will(&self) -> bool {
+        !matches!(self, Exit::Disconnect { will: false })
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenGuard<'a>(&'a Shared);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    Metrics::inc(&shared.metrics.connections_accepted);
+    Metrics::inc(&shared.metrics.connections_open);
+    shared.open_connections.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(&shared);
+    let _ = stream.set_nodelay(true);
+    let mut rbuf = BytesMut::with_capacity(1024);
+    let max = shared.config.max_packet_size as usize;
+    let connect = tokio::time::timeout(
+        shared.config.connect_timeout(),
+        read_connect(&mut stream, &mut rbuf, max),
+    )
+    .await;
+    let connect = match connect {
+        Ok(Ok(c)) => c,
+        Ok(Err(ConnectError::Decode(DecodeError::UnsupportedProtocol { name, level }))) => {
+            tracing::info!(%peer, protocol = %name, level, "refused: unsupported protocol");
+            let ack = Packet::ConnAck(ConnAck {
+                code: reason::UNSUPPORTED_PROTOCOL_VERSION,
+                ..ConnAck::default()
+            });
+            write_and_close(&mut stream, &ack, Protocol::V4).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            Metrics::inc(&shared.metrics.protocol_errors);
+            tracing::info!(%peer, reason = %e, "closed before CONNECT");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "closed: no CONNECT within the connect timeout");
+            return;
+        }
+    };
+    if let Some(conn) = Connection::accept(&shared, &mut stream, peer, connect).await {
+        conn.run(stream, rbuf).await;
+    }
+}
+
+#[derive(Debug)]
+enum ConnectError {
+    Decode(DecodeError),
+    Io(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Decode(e) => write!(f, "{e}"),
+            ConnectError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+async fn read_connect(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    max: usize,
+) -> Result<Connect, ConnectError> {
+    loop {
+        match codec::decode_connect(rbuf, max) {
+            Ok(Some(c)) => return Ok(c),
+            Ok(None) => {}
+            Err(e) => return Err(ConnectError::Decode(e)),
+        }
+        rbuf.reserve(1024);
+        match stream.read_buf(rbuf).await {
+            Ok(0) => return Err(ConnectError::Io("connection closed".into())),
+            Ok(_) => {}
+            Err(e) => return Err(ConnectError::Io(e.to_string())),
+        }
+    }
+}
+
+async fn write_and_close(stream: &mut TcpStream, packet: &Packet, protocol: Protocol) {
+    let mut out = BytesMut::new();
+    if codec::encode(packet, protocol, &mut out).is_ok() {
+        let _ = tokio::time::timeout(CLOSE_FLUSH, stream.write_all(&out)).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// A client id for a client that sent none: unique for the life of this process.
+fn assigned_client_id(shared: &Shared, conn_id: u64) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(conn_id);
+    h.write_usize(shared as *const Shared as usize);
+    format!("raftmq-{conn_id}-{:016x}", h.finish())
+}
+
+/// Per-connection state; the session holds what outlives it.
+struct Connection {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    protocol: Protocol,
+    conn_id: u64,
+    client_id: Arc<str>,
+    username: Option<Arc<str>>,
+    session: Arc<Session>,
+    kick: oneshot::Receiver<u8>,
+    will: Option<Will>,
+    keep_alive: Option<Duration>,
+    /// The client's Maximum Packet Size: larger messages are not sent to it.
+    max_out: usize,
+    /// Inbound topic aliases (v5), index = alias - 1.
+    aliases_in: Vec<Option<String>>,
+    /// Outbound topic aliases (v5): topic → alias, up to the client's maximum.
+    aliases_out: std::collections::HashMap<String, u16>,
+    aliases_out_max: u16,
+    wbuf: BytesMut,
+    want_drain: bool,
+}
+
+impl Connection {
+    /// Validates CONNECT, claims and attaches the session and sends CONNACK; `None`
+    /// when the client was refused (the refusal is already sent).
+    async fn accept(
+        shared: &Arc<Shared>,
+        stream: &mut TcpStream,
+        peer: SocketAddr,
+        c: Connect,
+    ) -> Option<Connection> {
+        let cfg = &shared.config;
+        let protocol = c.protocol;
+        let conn_id = shared.next_conn_id();
+        let refuse = |code: u8, why: &str| {
+            tracing::info!(%peer, client_id = %c.client_id, code, "refused: {why}");
+            Packet::ConnAck(ConnAck {
+                code,
+                ..ConnAck::default()
+            })
+        };
+        let refusal = if shared.open_connections.load(Ordering::Relaxed) > cfg.max_connections {
+            Some(refuse(reason::SERVER_BUSY, "too many connections"))
+        } else if c.client_id.is_empty() && protocol == Protocol::V4 && !c.clean_start {
+            Some(refuse(
+                reason::CLIENT_ID_NOT_VALID,
+                "empty client id needs clean session",
+            ))
+        } else if c.authentication_method.is_some() {
+            Some(refuse(reason::BAD_AUTH_METHOD, "no enhanced authentication"))
+        } else if c.receive_maximum == Some(0) || c.maximum_packet_size == Some(0) {
+            Some(refuse(reason::PROTOCOL_ERROR, "zero receive/packet maximum"))
+        } else if c
+            .will
+            .as_ref()
+            .is_some_and(|w| !topic::valid_topic_name(&w.topic))
+        {
+            Some(refuse(reason::TOPIC_NAME_INVALID, "invalid will topic"))
+        } else {
+            None
+        };
+        if let Some(ack) = refusal {
+            write_and_close(stream, &ack, protocol).await;
+            return None;
+        }
+
+        let assigned = c.client_id.is_empty();
+        let client_id: Arc<str> = if assigned {
+            assigned_client_id(shared, conn_id).into()
+        } else {
+            c.client_id.as_str().into()
+        };
+        let requested_expiry = match protocol {
+            Protocol::V5 => c.session_expiry_interval.unwrap_or(0),
+            Protocol::V4 if c.clean_start => 0,
+            Protocol::V4 => u32::MAX,
+        };
+        let expiry = requested_expiry.min(cfg.max_session_expiry_secs);
+        let cap = cfg.max_keep_alive_secs;
+        let server_keep_alive = (cap > 0 && (c.keep_alive == 0 || c.keep_alive > cap)).then_some(cap);
+        let keep_alive = server_keep_alive.unwrap_or(c.keep_alive);
+        let window = match protocol {
+            Protocol::V5 => cfg
+                .max_inflight
+                .min(c.receive_maximum.unwrap_or(u16::MAX)),
+            Protocol::V4 => cfg.max_inflight,
+        };
+
+        if let Err(e) = shared.cluster.claim_session(&client_id).await {
+            let ack = refuse(reason::SERVER_UNAVAILABLE, &e.to_string());
+            write_and_close(stream, &ack, protocol).await;
+            return None;
+        }
+        let (session, present, kick) = shared.attach(
+            &client_id,
+            c.clean_start,
+            conn_id,
+            protocol,
+            expiry,
+            usize::from(window),
+        );
+        tracing::info!(
+            %peer, %client_id, ?protocol, clean_start = c.clean_start,
+            session_present = present, keep_alive, "client connected"
+        );
+        let mut ack = ConnAck {
+            session_present: present,
+            code: reason::SUCCESS,
+            ..ConnAck::default()
+        };
+        if protocol == Protocol::V5 {
+            ack.receive_maximum = Some(cfg.receive_maximum);
+            ack.maximum_packet_size = Some(cfg.max_packet_size);
+            ack.topic_alias_maximum = Some(cfg.topic_alias_maximum);
+            ack.assigned_client_identifier = assigned.then(|| client_id.to_string());
+            ack.server_keep_alive = server_keep_alive;
+            ack.session_expiry_interval = (expiry != requested_expiry).then_some(expiry);
+        }
+        let mut conn = Connection {
+            shared: shared.clone(),
+            peer,
+            protocol,
+            conn_id,
+            client_id,
+            username: c.username.map(Into::into),
+            session,
+            kick,
+            will: c.will,
+            keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            max_out: c
+                .maximum_packet_size
+                .map_or(usize::MAX, |m| m as usize),
+            aliases_in: Vec::new(),
+            aliases_out: Default::default(),
+            aliases_out_max: c.topic_alias_maximum.unwrap_or(0),
+            wbuf: BytesMut::new(),
+            want_drain: true,
+        };
+        conn.send(&Packet::ConnAck(ack));
+        conn.resend_inflight();
+        Some(conn)
+    }
+
+    async fn run(mut self, mut stream: TcpStream, mut rbuf: BytesMut) {
+        let mut shutdown = self.shared.shutdown.clone();
+        let session = self.session.clone();
+        let max_in = self.shared.config.max_packet_size as usize;
+        let mut last_read = Instant::now();
+        let idle = self.keep_alive.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let keep_alive = tokio::time::sleep(idle);
+        tokio::pin!(keep_alive);
+        let (mut rd, mut wr) = stream.split();
+
+        let exit = loop {
+            if self.want_drain && self.wbuf.len() < WBUF_HIGH {
+                self.want_drain = self.drain();
+            }
+            let can_read = self.wbuf.len() < WBUF_HIGH;
+            tokio::select! {
+                biased;
+                _ = &mut self.kick => break Exit::TakenOver,
+                _ = shutdown.changed() => break Exit::Shutdown,
+                r = wr.write(&self.wbuf), if !self.wbuf.is_empty() => match r {
+                    Ok(n) => self.wbuf.advance(n),
+                    Err(e) => break Exit::Lost(e.to_string()),
+                },
+                r = rd.read_buf(&mut rbuf), if can_read => match r {
+                    Ok(0) => break Exit::Lost("connection closed by client".into()),
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        if let Err(exit) = self.process(&mut rbuf, max_in).await {
+                            break exit;
+                        }
+                        if rbuf.capacity() - rbuf.len() < 512 {
+                            rbuf.reserve(4096);
+                        }
+                    }
+                    Err(e) => break Exit::Lost(e.to_string()),
+                },
+                _ = session.wake.notified(), if !self.want_drain => self.want_drain = true,
+                _ = &mut keep_alive, if self.keep_alive.is_some() => {
+                    // Re-armed lazily: a timer reset per packet would cost more than
+                    // one check per keep-alive period.
+                    let deadline = last_read + idle;
+                    if Instant::now() >= deadline {
+                        break Exit::KeepAlive;
+                    }
+                    keep_alive.as_mut().reset(deadline.into());
+                }
+            }
+        };
+        drop((rd, wr));
+        self.close(stream, exit).await;
+    }
+
+    /// Handles every complete packet in `rbuf`.
+    async fn process(&mut self, rbuf: &mut BytesMut, max_in: usize) -> Result<(), Exit> {
+        loop {
+            let packet = match codec::decode(rbuf, self.protocol, max_in) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Exit::violation(e.reason_code(), e.to_string())),
+            };
+            self.handle(packet).await?;
+        }
+    }
+
+    async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p).await,
+            Packet::PubAck(a) => {
+                self.session.lock().complete(a.pkid, Stage::Published);
+                self.want_drain = true;
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                self.on_pubrec(a);
+                Ok(())
+            }
+            Packet::PubRel(a) => {
+                let known = self.session.lock().incoming_qos2.remove(&a.pkid);
+                let code = if known {
+                    reason::SUCCESS
+                } else {
+                    reason::PACKET_ID_NOT_FOUND
+                };
+                self.send(&Packet::PubComp(Ack::new(a.pkid, code)));
+                Ok(())
+            }
+            Packet::PubComp(a) => {
+                self.session.lock().complete(a.pkid, Stage::Released);
+                self.want_drain = true;
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => self.on_disconnect(d),
+            Packet::Connect(_) => Err(Exit::violation(reason::PROTOCOL_ERROR, "second CONNECT")),
+            Packet::Auth { .. } => Err(Exit::violation(
+                reason::PROTOCOL_ERROR,
+                "AUTH without an authentication method",
+            )),
+            other => Err(Exit::violation(
+                reason::PROTOCOL_ERROR,
+                format!("a client may not send {}", packet_name(&other)),
+            )),
+        }
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Result<(), Exit> {
+        if let Some(requested) = d.session_expiry_interval {
+            let mut st = self.session.lock();
+            if st.expiry_secs == 0 && requested != 0 {
+                drop(st);
+                return Err(Exit::violation(
+                    reason::PROTOCOL_ERROR,
+                    "session expiry set on DISCONNECT after 0 on CONNECT",
+                ));
+            }
+            st.expiry_secs = requested.min(self.shared.config.max_session_expiry_secs);
+        }
+        Err(Exit::Disconnect {
+            will: d.code == reason::DISCONNECT_WITH_WILL,
+        })
+    }
+
+    /// Resolves the topic of an inbound PUBLISH, applying v5 topic aliases.
+    fn resolve_topic(&mut self, p: &mut Publish) -> Result<(), Exit> {
+        if let Some(alias) = p.topic_alias {
+            let max = self.shared.config.topic_alias_maximum;
+            if alias == 0 || alias > max {
+                return Err(Exit::violation(
+                    reason::TOPIC_ALIAS_INVALID,
+                    format!("topic alias {alias} outside 1..={max}"),
+                ));
+            }
+            let slot = usize::from(alias - 1);
+            if self.aliases_in.len() <= slot {
+                self.aliases_in.resize(slot + 1, None);
+            }
+            if p.topic.is_empty() {
+                match &self.aliases_in[slot] {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return Err(Exit::violation(
+                            reason::PROTOCOL_ERROR,
+                            format!("unknown topic alias {alias}"),
+                        ))
+                    }
+                }
+            } else {
+                self.aliases_in[slot] = Some(p.topic.clone());
+            }
+        }
+        if !topic::valid_topic_name(&p.topic) {
+            return Err(Exit::violation(
+                reason::TOPIC_NAME_INVALID,
+                format!("invalid topic name {:?}", p.topic),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn on_publish(&mut self, mut p: Publish) -> Result<(), Exit> {
+        Metrics::inc(&self.shared.metrics.publish_received);
+        self.resolve_topic(&mut p)?;
+        if p.qos == QoS::ExactlyOnce {
+            let st = self.session.lock();
+            if st.incoming_qos2.contains(&p.pkid) {
+                // A retransmission of a message we already have: acknowledge again,
+                // deliver nothing (exactly once).
+                drop(st);
+                self.send(&Packet::PubRec(Ack::new(p.pkid, reason::SUCCESS)));
+                return Ok(());
+            }
+            if st.incoming_qos2.len() >= usize::from(self.shared.config.receive_maximum) {
+                return Err(Exit::violation(
+                    reason::RECEIVE_MAXIMUM_EXCEEDED,
+                    "more unacknowledged QoS 2 publishes than Receive Maximum",
+                ));
+            }
+        }
+        let code = self.accept_publish(p.clone()).await?;
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(Ack::new(p.pkid, code))),
+            QoS::ExactlyOnce => {
+                if code < 0x80 {
+                    self.session.lock().incoming_qos2.insert(p.pkid);
+                }
+                self.send(&Packet::PubRec(Ack::new(p.pkid, code)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks, commits and routes an inbound message; returns the v5 ack reason code.
+    async fn accept_publish(&mut self, p: Publish) -> Result<u8, Exit> {
+        if p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            return Ok(reason::PAYLOAD_FORMAT_INVALID);
+        }
+        let shared = &self.shared;
+        if !shared.acl.is_empty()
+            && !shared
+                .acl
+                .can_publish(&self.client_id, self.username.as_deref(), &p.topic)
+        {
+            tracing::debug!(client_id = %self.client_id, topic = %p.topic, "publish denied");
+            return Ok(reason::NOT_AUTHORIZED);
+        }
+        let msg = Arc::new(Message::new(
+            p.topic,
+            p.payload,
+            p.qos,
+            p.retain,
+            p.properties,
+            Some(self.client_id.clone()),
+        ));
+        if msg.qos != QoS::AtMostOnce {
+            if let Err(e) = shared
+                .cluster
+                .commit(DurableEvent::Publish(msg.clone()))
+                .await
+            {
+                // Never a false acknowledgement: v5 gets a failure code, and 3.1.1,
+                // which has none, loses the connection.
+                return match self.protocol {
+                    Protocol::V5 => Ok(reason::UNSPECIFIED_ERROR),
+                    Protocol::V4 => Err(Exit::violation(reason::SERVER_UNAVAILABLE, e.to_string())),
+                };
+            }
+        }
+        let routed = shared.route(&msg);
+        for s in &routed.full {
+            s.wait_for_room(shared.config.max_queued_messages).await;
+        }
+        Ok(if routed.matched == 0 {
+            reason::NO_MATCHING_SUBSCRIBERS
+        } else {
+            reason::SUCCESS
+        })
+    }
+
+    fn on_pubrec(&mut self, a: Ack) {
+        let mut st = self.session.lock();
+        let Some(i) = st
+            .inflight
+            .iter()
+            .position(|f| f.pkid == a.pkid && f.stage == Stage::Published)
+        else {
+            drop(st);
+            self.send(&Packet::PubRel(Ack::new(a.pkid, reason::PACKET_ID_NOT_FOUND)));
+            return;
+        };
+        if a.code >= 0x80 {
+            // The receiver refused the message: the flow ends here.
+            st.inflight.remove(i);
+            drop(st);
+            self.want_drain = true;
+            return;
+        }
+        st.inflight[i].stage = Stage::Released;
+        drop(st);
+        self.send(&Packet::PubRel(Ack::new(a.pkid, reason::SUCCESS)));
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Exit> {
+        let shared = self.shared.clone();
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for f in s.filters {
+            if !topic::valid_topic_filter(&f.filter) {
+                codes.push(reason::TOPIC_FILTER_INVALID);
+                continue;
+            }
+            let shared_group = topic::split_shared(&f.filter);
+            if shared_group.is_some() && f.no_local {
+                return Err(Exit::violation(
+                    reason::PROTOCOL_ERROR,
+                    "no-local on a shared subscription",
+                ));
+            }
+            let inner = shared_group.map_or(f.filter.as_str(), |(_, inner)| inner);
+            if !shared.acl.is_empty()
+                && !shared
+                    .acl
+                    .can_subscribe(&self.client_id, self.username.as_deref(), inner)
+            {
+                tracing::debug!(client_id = %self.client_id, filter = %f.filter, "subscribe denied");
+                codes.push(reason::UNSPECIFIED_ERROR);
+                continue;
+            }
+            let opts = SubOptions {
+                qos: f.qos,
+                no_local: f.no_local,
+                retain_as_published: f.retain_as_published,
+                retain_handling: f.retain_handling,
+                sub_id: s.subscription_identifier,
+            };
+            let existed = self
+                .session
+                .lock()
+                .subscriptions
+                .insert(f.filter.clone(), opts.clone())
+                .is_some();
+            let entry = SubEntry {
+                session: self.session.clone(),
+                opts,
+                username: self.username.clone(),
+            };
+            shared
+                .subs
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(&f.filter, self.client_id.clone(), entry);
+            codes.push(f.qos as u8);
+            let wants_retained = match f.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscribe => !existed,
+                RetainHandling::Never => false,
+            };
+            // Retained messages are not sent for a shared subscription (v5 §4.8.2).
+            if wants_retained && shared_group.is_none() {
+                let store = shared.retained.read().unwrap_or_else(|e| e.into_inner());
+                store.for_each_match(inner, |_, m| {
+                    retained.push(Delivery {
+                        msg: m.clone(),
+                        qos: m.qos.min(f.qos),
+                        retain: true,
+                        sub_ids: s.subscription_identifier.into_iter().collect(),
+                    })
+                });
+            }
+        }
+        self.send(&Packet::SubAck(SubAck {
+            pkid: s.pkid,
+            codes,
+            reason_string: None,
+        }));
+        let mut routed = Default::default();
+        let now = Instant::now();
+        for d in retained {
+            if !Session::expired(&d.msg, now) {
+                shared.enqueue(&self.session, d, &mut routed);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for f in &u.filters {
+            let existed = self.session.lock().subscriptions.remove(f).is_some();
+            if existed {
+                self.shared
+                    .subs
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(f, &self.client_id);
+            }
+            codes.push(if existed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        self.send(&Packet::UnsubAck(UnsubAck {
+            pkid: u.pkid,
+            codes,
+        }));
+    }
+
+    /// Moves deliveries from the session into the write buffer, within the in-flight
+    /// window. Returns true if it stopped early and more can be sent right away.
+    fn drain(&mut self) -> bool {
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        let more = {
+            let mut st = self.session.lock();
+            if st.attached.as_ref().map(|a| a.conn_id) != Some(self.conn_id) {
+                return false;
+            }
+            while batch.len() < DRAIN_BATCH {
+                let Some(front) = st.pending.front() else { break };
+                if Session::expired(&front.msg, now) {
+                    st.pending.pop_front();
+                    Metrics::inc(&self.shared.metrics.dropped_expired);
+                    continue;
+                }
+                if front.qos == QoS::AtMostOnce {
+                    let d = st.pending.pop_front().expect("front exists");
+                    batch.push((d, 0));
+                    continue;
+                }
+                if st.inflight.len() >= st.window {
+                    break;
+                }
+                let d = st.pending.pop_front().expect("front exists");
+                let pkid = st.next_pkid();
+                st.inflight.push_back(Inflight {
+                    pkid,
+                    delivery: d.clone(),
+                    stage: Stage::Published,
+                });
+                batch.push((d, pkid));
+            }
+            batch.len() == DRAIN_BATCH
+        };
+        if !batch.is_empty() && self.shared.config.queue_policy == crate::QueuePolicy::Backpressure
+        {
+            self.session.room.notify_waiters();
+        }
+        for (d, pkid) in batch {
+            self.send_publish(&d, pkid, false, now);
+        }
+        more
+    }
+
+    /// On (re)attach: resend every unacknowledged message, in its original order.
+    fn resend_inflight(&mut self) {
+        let now = Instant::now();
+        let resend: Vec<(u16, Stage, Delivery)> = self
+            .session
+            .lock()
+            .inflight
+            .iter()
+            .map(|f| (f.pkid, f.stage, f.delivery.clone()))
+            .collect();
+        for (pkid, stage, d) in resend {
+            match stage {
+                Stage::Published => self.send_publish(&d, pkid, true, now),
+                Stage::Released => self.send(&Packet::PubRel(Ack::new(pkid, reason::SUCCESS))),
+            }
+        }
+    }
+
+    /// Encodes one PUBLISH for this client: remaining expiry, topic alias, and its
+    /// Maximum Packet Size (a message it cannot take is dropped, v5 §3.1.2.11.4).
+    fn send_publish(&mut self, d: &Delivery, pkid: u16, dup: bool, now: Instant) {
+        let msg = &d.msg;
+        let v5 = self.protocol == Protocol::V5;
+        let mut properties = if v5 {
+            msg.properties.clone()
+        } else {
+            Default::default()
+        };
+        if let (true, Some(at)) = (v5, msg.expires_at) {
+            let left = at.saturating_duration_since(now);
+            // Round up so that a message is never announced as already expired.
+            properties.message_expiry_interval =
+                Some(left.as_secs() as u32 + u32::from(left.subsec_nanos() > 0));
+        }
+        let known_alias = self.aliases_out.get(&msg.topic).copied();
+        let new_alias = match known_alias {
+            None if v5 && (self.aliases_out.len() as u16) < self.aliases_out_max => {
+                Some(self.aliases_out.len() as u16 + 1)
+            }
+            _ => None,
+        };
+        let publish = Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: if known_alias.is_some() {
+                String::new()
+            } else {
+                msg.topic.clone()
+            },
+            pkid,
+            payload: msg.payload.clone(),
+            topic_alias: known_alias.or(new_alias),
+            subscription_identifiers: if v5 { d.sub_ids.clone() } else { Vec::new() },
+            properties,
+        };
+        let start = self.wbuf.len();
+        match codec::encode(&Packet::Publish(publish), self.protocol, &mut self.wbuf) {
+            Ok(n) if n > self.max_out => {
+                self.wbuf.truncate(start);
+                Metrics::inc(&self.shared.metrics.dropped_too_large);
+                if pkid != 0 {
+                    let mut st = self.session.lock();
+                    st.complete(pkid, Stage::Published);
+                }
+                self.want_drain = true;
+            }
+            Ok(_) => {
+                Metrics::inc(&self.shared.metrics.publish_sent);
+                if let Some(alias) = new_alias {
+                    self.aliases_out.insert(msg.topic.clone(), alias);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(client_id = %self.client_id, error = %e, "could not encode PUBLISH");
+                if pkid != 0 {
+                    self.session.lock().complete(pkid, Stage::Published);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        if let Err(e) = codec::encode(packet, self.protocol, &mut self.wbuf) {
+            tracing::warn!(client_id = %self.client_id, error = %e, "could not encode {}", packet_name(packet));
+        }
+    }
+
+    /// Says goodbye (v5 DISCONNECT when we close), flushes, detaches the session and
+    /// deals with the will.
+    async fn close(mut self, mut stream: TcpStream, exit: Exit) {
+        if let (Protocol::V5, Some(code)) = (self.protocol, exit.server_reason()) {
+            self.send(&Packet::Disconnect(Disconnect {
+                code,
+                ..Disconnect::default()
+            }));
+        }
+        if !self.wbuf.is_empty() {
+            let _ = tokio::time::timeout(CLOSE_FLUSH, stream.write_all(&self.wbuf)).await;
+        }
+        let _ = stream.shutdown().await;
+
+        let shared = self.shared.clone();
+        let generation = shared.detach(&self.session, self.conn_id);
+        if let Some(will) = self.will.take().filter(|_| exit.publishes_will()) {
+            match generation {
+                Some(g) => shared.schedule_will(&self.session, g, will, self.username.clone()),
+                // Taken over: the client is back, so only a will without delay is due.
+                None if will.delay_interval == 0 => {
+                    let g = self.session.lock().generation;
+                    shared.schedule_will(&self.session, g, will, self.username.clone());
+                }
+                None => {}
+            }
+        }
+        match &exit {
+            Exit::Violation { code, why } => {
+                Metrics::inc(&shared.metrics.protocol_errors);
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, code, "client disconnected: {why}");
+            }
+            other => {
+                let why = match other {
+                    Exit::Disconnect { .. } => "DISCONNECT".to_string(),
+                    Exit::Lost(e) => e.clone(),
+                    Exit::KeepAlive => "keep-alive timeout".into(),
+                    Exit::TakenOver => "session taken over".into(),
+                    Exit::Shutdown => "server shutting down".into(),
+                    Exit::Violation { .. } => unreachable!(),
+                };
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, "client disconnected: {why}");
+            }
+        }
+    }
+}
+
+fn packet_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect(_) => "DISCONNECT",
+        Packet::Auth { .. } => "AUTH",
+    }
+}

@@ -1,0 +1,31 @@
+//! raftmq's MQTT engine: MQTT 3.1.1 and 5.0 over TCP, with no knowledge of Raft.
+//!
+//! - `packet`: the one internal packet model, shared by both protocol versions.
+//! - `codec`: mqttbytes `v4`/`v5` <-> `packet`, with the checks mqttbytes leaves out.
+//! - `topic`: topic name / filter validation and matching rules (pure functions).
+//! - `subscriptions`: the subscription trie (`+`, `#`, `$`-topics, shared groups); no I/O.
+//! - `config`: every engine setting and its default.
+//! - `acl`: publish / subscribe access rules.
+//! - `cluster_api`: the narrow interface to the cluster layer, and the single-node one.
+//! - `broker`: shared state (session registry, subscriptions, retained) and the listener.
+//! - `session`: per-client session state: queues, in-flight window, packet ids.
+//! - `connection`: one task per socket: CONNECT, the packet loop, keep-alive, will.
+//! - `retained`: the retained-message store.
+//! - `metrics`: counters the server exposes.
+
+pub mod acl;
+pub mod broker;
+pub mod cluster_api;
+pub mod codec;
+pub mod config;
+mod connection;
+pub mod metrics;
+pub mod packet;
+pub mod retained;
+mod session;
+pub mod subscriptions;
+pub mod topic;
+
+pub use broker::Broker;
+pub use cluster_api::{ClusterApi, SingleNode};
+pub use config::{AclAction, AclRule, Config, Permission, QueuePolicy};

@@ -1,0 +1,36 @@
+//! Counters the server exposes (and tests and benchmarks read). Relaxed atomics: each
+//! is an independent tally, never used to order other memory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections accepted since start.
+    pub connections_accepted: AtomicU64,
+    /// Connections open now (accepted, not yet closed).
+    pub connections_open: AtomicU64,
+    /// PUBLISH packets received from clients.
+    pub publish_received: AtomicU64,
+    /// PUBLISH packets written to clients.
+    pub publish_sent: AtomicU64,
+    /// QoS 0 messages dropped because a subscriber's outbox was full or it was offline.
+    pub dropped_qos0: AtomicU64,
+    /// QoS 1/2 messages dropped because a session's queue was full (policy `drop`).
+    pub dropped_queue_full: AtomicU64,
+    /// Messages dropped because their message expiry interval passed while queued.
+    pub dropped_expired: AtomicU64,
+    /// Messages not sent because they exceeded the client's Maximum Packet Size.
+    pub dropped_too_large: AtomicU64,
+    /// Connections closed for a protocol violation or malformed packet.
+    pub protocol_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,207 @@
+//! A client's session: what survives its connection. Publishers push deliveries into it
+//! under its own short lock (never a global one), and the connection attached to it, if
+//! any, is woken to send them. One lock per session; lock order: registry → subscriptions
+//! → session, and never a session lock across an `.await`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::{oneshot, Notify};
+
+use crate::broker::Message;
+use crate::packet::{Protocol, QoS, RetainHandling};
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub msg: Arc<Message>,
+    /// min(publish QoS, subscription QoS).
+    pub qos: QoS,
+    pub retain: bool,
+    /// v5 subscription identifiers of every matching subscription.
+    pub sub_ids: Vec<u32>,
+}
+
+/// How far an outbound QoS 1/2 message has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// PUBLISH sent, awaiting PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// PUBREL sent, awaiting PUBCOMP.
+    Released,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inflight {
+    pub pkid: u16,
+    pub delivery: Delivery,
+    pub stage: Stage,
+}
+
+/// The options a subscription was made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SubOptions {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: RetainHandling,
+    pub sub_id: Option<u32>,
+}
+
+/// The connection currently attached to a session.
+#[derive(Debug)]
+pub(crate) struct Attachment {
+    pub conn_id: u64,
+    /// Fired with a v5 reason code to make that connection close (takeover).
+    pub kick: oneshot::Sender<u8>,
+}
+
+/// What `enqueue` did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    Queued,
+    /// Queued above the bound: the publisher should wait for room (backpressure).
+    QueuedOverBound,
+    /// Dropped (and counted by the caller).
+    Dropped,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SessionState {
+    pub attached: Option<Attachment>,
+    /// Bumped at every attach; a will or expiry timer compares it to see whether the
+    /// client came back in the meantime.
+    pub generation: u64,
+    pub protocol: Option<Protocol>,
+    /// Seconds the session outlives its connection; `u32::MAX` is never.
+    pub expiry_secs: u32,
+    /// Full filter (including `$share/g/`) → options.
+    pub subscriptions: HashMap<String, SubOptions>,
+    /// Deliveries not yet sent, oldest first.
+    pub pending: VecDeque<Delivery>,
+    /// Sent, awaiting acknowledgement, in send order (resent in this order).
+    pub inflight: VecDeque<Inflight>,
+    pub last_pkid: u16,
+    /// Inbound QoS 2 packet ids: PUBREC sent, PUBREL not yet received.
+    pub incoming_qos2: HashSet<u16>,
+    /// Outbound window: max unacknowledged QoS 1/2 messages.
+    pub window: usize,
+}
+
+impl SessionState {
+    /// Next free packet id, skipping ids still in flight.
+    pub fn next_pkid(&mut self) -> u16 {
+        loop {
+            self.last_pkid = self.last_pkid.wrapping_add(1);
+            if self.last_pkid == 0 {
+                continue;
+            }
+            let id = self.last_pkid;
+            if !self.inflight.iter().any(|f| f.pkid == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Forgets the outbound flow `pkid` at `stage`; true if it was there.
+    pub fn complete(&mut self, pkid: u16, stage: Stage) -> bool {
+        match self
+            .inflight
+            .iter()
+            .position(|f| f.pkid == pkid && f.stage == stage)
+        {
+            Some(i) => {
+                self.inflight.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub client_id: Arc<str>,
+    state: Mutex<SessionState>,
+    /// Wakes the attached connection: there is something to send.
+    pub wake: Notify,
+    /// Wakes publishers waiting for room in `pending` (backpressure policy).
+    pub room: Notify,
+    /// Mirrors `state.attached.is_some()` for lock-free checks on the hot path.
+    online: AtomicBool,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>) -> Arc<Session> {
+        Arc::new(Session {
+            client_id,
+            state: Mutex::new(SessionState::default()),
+            wake: Notify::new(),
+            room: Notify::new(),
+            online: AtomicBool::new(false),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, SessionState> {
+        // A panic while holding a session lock is a bug, but one session's bug must not
+        // take every publisher down with it: keep serving with the state as it is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Release);
+    }
+
+    /// Queues `d` within `bound` pending deliveries. QoS 0 is only queued for an online
+    /// session and never above the bound; QoS 1/2 above the bound is dropped, or queued
+    /// anyway when `overflow` (backpressure) and the session is online.
+    pub fn enqueue(&self, d: Delivery, bound: usize, overflow: bool) -> Enqueued {
+        let online = self.is_online();
+        let mut st = self.lock();
+        let full = st.pending.len() >= bound;
+        let result = if d.qos == QoS::AtMostOnce {
+            if !online || full {
+                return Enqueued::Dropped;
+            }
+            Enqueued::Queued
+        } else if !full {
+            Enqueued::Queued
+        } else if overflow && online {
+            Enqueued::QueuedOverBound
+        } else {
+            return Enqueued::Dropped;
+        };
+        st.pending.push_back(d);
+        drop(st);
+        if online {
+            self.wake.notify_one();
+        }
+        result
+    }
+
+    /// Waits until this session has room below `bound`, or goes offline.
+    pub async fn wait_for_room(&self, bound: usize) {
+        loop {
+            // Register before checking, so that a wake between the check and the await
+            // is not lost (`notify_waiters` only reaches registered waiters).
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_online() || self.lock().pending.len() < bound {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether `expires_at` has passed: such a message is dropped rather than sent.
+    pub fn expired(msg: &Message, now: Instant) -> bool {
+        msg.expires_at.is_some_and(|t| t <= now)
+    }
+}

@@ -1,0 +1,1 @@
+//! Raft cluster layer (issue 4).

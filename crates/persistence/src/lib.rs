@@ -1,0 +1,1 @@
+//! sled-backed storage (issue 4).
