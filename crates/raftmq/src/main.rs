@@ -1,1 +1,129 @@
-fn main() {}
+//! The raftmq server: reads its settings (defaults ← file ← flags), starts logging and
+//! serves MQTT until SIGINT or SIGTERM.
+//!
+//! - `cli`: the flags.
+//! - `config`: the merged settings, the TOML file and its error messages.
+//!
+//! Exit status: 0 after a clean stop, 2 for any invalid setting (as clap does for a bad
+//! flag), 1 when the broker cannot start or fails while running.
+
+mod cli;
+mod config;
+
+use std::fmt::Display;
+use std::future::Future;
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+
+use broker_core::{Broker, Config};
+use clap::Parser;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::Cli;
+use crate::config::Settings;
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        return match io::stdout().write_all(Settings::default().to_toml().as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(EXIT_FAILURE, format!("writing the default config: {e}")),
+        };
+    }
+    let settings = match Settings::load(&cli) {
+        Ok(settings) => settings,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    if let Err(e) = init_tracing(settings.log_level) {
+        return fail(EXIT_USAGE, e);
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(serve(settings.engine)),
+        Err(e) => fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
+    }
+}
+
+/// Binds, logs the address, and serves until a signal arrives.
+async fn serve(config: Config) -> ExitCode {
+    // Installed before binding so that a signal during start-up stops us gracefully
+    // rather than by the default action.
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}")),
+    };
+    let addr = config.mqtt_addr;
+    let broker = match Broker::bind(config).await {
+        Ok(broker) => broker,
+        Err(e) => {
+            return fail(
+                EXIT_FAILURE,
+                format!("mqtt_addr {addr}: cannot listen: {e}"),
+            )
+        }
+    };
+    tracing::info!("raftmq listening on {}", broker.local_addr());
+    match broker.run(shutdown).await {
+        Ok(()) => {
+            tracing::info!("raftmq stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("raftmq stopped: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// RUST_LOG, when set, is a full filter and wins over `--log-level`.
+fn init_tracing(level: LevelFilter) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => {
+            EnvFilter::try_new(&directives).map_err(|e| format!("RUST_LOG: {e}"))?
+        }
+        _ => EnvFilter::default().add_directive(level.into()),
+    };
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        // Colour codes only help a person watching; they garble log files.
+        .with_ansi(io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .try_init()
+        .map_err(|e| format!("cannot start logging: {e}"))
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+#[cfg(unix)]
+fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::debug!("{name} received, shutting down");
+    })
+}
+
+/// Resolves on Ctrl-C; never, if it cannot be watched (rather than stopping at once).
+#[cfg(not(unix))]
+fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
+}
+
+/// Reports one line on stderr, whatever the message holds, and gives the exit status.
+fn fail(code: u8, message: impl Display) -> ExitCode {
+    let message = message.to_string().replace('\n', " ");
+    eprintln!("raftmq: error: {message}");
+    ExitCode::from(code)
+}
