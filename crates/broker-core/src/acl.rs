@@ -1,10 +1,169 @@
-//! TODO STUB (replaced by helper)
-use crate::config::AclRule;
-pub struct Acl { rules: Vec<AclRule> }
+//! Publish / subscribe access rules: the first rule that applies decides, no rule allows.
+
+use crate::config::{AclAction, AclRule, Permission};
+use crate::topic;
+
+/// The configured rules, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Acl {
+    rules: Vec<AclRule>,
+}
+
 impl Acl {
-    pub fn new(rules: Vec<AclRule>) -> Acl { Acl { rules } }
-    pub fn is_empty(&self) -> bool { self.rules.is_empty() }
-    pub fn can_publish(&self, _c: &str, _u: Option<&str>, _t: &str) -> bool { true }
-    pub fn can_subscribe(&self, _c: &str, _u: Option<&str>, _t: &str) -> bool { true }
-    pub fn can_receive(&self, _c: &str, _u: Option<&str>, _t: &str) -> bool { true }
+    /// `rules` have valid topic filters (`Config::validate`).
+    pub fn new(rules: Vec<AclRule>) -> Acl {
+        Acl { rules }
+    }
+
+    /// No rules: everything is allowed, and callers may skip the checks.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// First rule whose action is publish/all, whose client_id/username (if set) equal the
+    /// client's, and whose topic filter matches `topic`, decides. No rule: allowed.
+    pub fn can_publish(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
+        self.decide(AclAction::Publish, client_id, username, |rule| {
+            topic::matches(rule, topic)
+        })
+    }
+
+    /// Same with subscribe/all rules, using `filter_covers(rule.topic, filter)`; `filter`
+    /// is the inner filter of a $share subscription.
+    pub fn can_subscribe(&self, client_id: &str, username: Option<&str>, filter: &str) -> bool {
+        self.decide(AclAction::Subscribe, client_id, username, |rule| {
+            topic::filter_covers(rule, filter)
+        })
+    }
+
+    /// Subscribe rules applied to a concrete topic at delivery time, so that a subscriber
+    /// to a broad filter (which no deny rule covers as a whole) still does not receive the
+    /// topics a deny-subscribe rule matches.
+    pub fn can_receive(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
+        self.decide(AclAction::Subscribe, client_id, username, |rule| {
+            topic::matches(rule, topic)
+        })
+    }
+
+    /// The permission of the first rule for `action` (or all) that applies to the client
+    /// and whose topic satisfies `hits`; allowed when there is none.
+    fn decide(
+        &self,
+        action: AclAction,
+        client_id: &str,
+        username: Option<&str>,
+        hits: impl Fn(&str) -> bool,
+    ) -> bool {
+        let first = self.rules.iter().find(|rule| {
+            (rule.action == action || rule.action == AclAction::All)
+                && condition_holds(rule.client_id.as_deref(), Some(client_id))
+                && condition_holds(rule.username.as_deref(), username)
+                && hits(&rule.topic)
+        });
+        match first {
+            Some(rule) => rule.permission == Permission::Allow,
+            None => true,
+        }
+    }
+}
+
+/// A rule's client id / username condition: absent holds for everyone (also clients
+/// without a username), present only for that exact value.
+fn condition_holds(condition: Option<&str>, value: Option<&str>) -> bool {
+    match condition {
+        None => true,
+        Some(wanted) => Some(wanted) == value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(permission: Permission, action: AclAction, topic: &str) -> AclRule {
+        AclRule {
+            permission,
+            action,
+            topic: topic.into(),
+            client_id: None,
+            username: None,
+        }
+    }
+
+    use AclAction::{All, Publish, Subscribe};
+    use Permission::{Allow, Deny};
+
+    #[test]
+    fn no_rules_allow_everything() {
+        let acl = Acl::new(Vec::new());
+        assert!(acl.is_empty());
+        assert!(acl.can_publish("c", None, "a/b"));
+        assert!(acl.can_subscribe("c", None, "#"));
+        assert!(acl.can_receive("c", None, "a/b"));
+    }
+
+    #[test]
+    fn first_matching_rule_decides() {
+        let acl = Acl::new(vec![
+            rule(Allow, Publish, "public/open"),
+            rule(Deny, All, "public/#"),
+            rule(Deny, Publish, "#"),
+        ]);
+        assert!(!acl.is_empty());
+        assert!(acl.can_publish("c", None, "public/open"));
+        assert!(!acl.can_publish("c", None, "public/other"));
+        assert!(!acl.can_publish("c", None, "public"));
+        assert!(!acl.can_publish("c", None, "elsewhere"));
+        // The '#' rule does not reach '$' topics.
+        assert!(acl.can_publish("c", None, "$SYS/x"));
+        // The publish-only allow rule does not apply to subscriptions.
+        assert!(!acl.can_subscribe("c", None, "public/open"));
+        assert!(acl.can_subscribe("c", None, "elsewhere/#"));
+    }
+
+    #[test]
+    fn client_and_user_conditions() {
+        let mut admin = rule(Allow, All, "#");
+        admin.username = Some("admin".into());
+        let mut sensor = rule(Allow, Publish, "sensors/+");
+        sensor.client_id = Some("sensor-1".into());
+        let acl = Acl::new(vec![admin, sensor, rule(Deny, All, "#")]);
+        assert!(acl.can_publish("x", Some("admin"), "any/thing"));
+        assert!(acl.can_subscribe("x", Some("admin"), "#"));
+        assert!(!acl.can_publish("x", Some("bob"), "any/thing"));
+        assert!(!acl.can_publish("x", None, "sensors/t"));
+        assert!(acl.can_publish("sensor-1", None, "sensors/t"));
+        assert!(acl.can_publish("sensor-1", Some("bob"), "sensors/t"));
+        assert!(!acl.can_publish("sensor-1", None, "sensors/t/x"));
+        assert!(!acl.can_subscribe("sensor-1", None, "sensors/t"));
+    }
+
+    #[test]
+    fn subscribe_uses_filter_coverage() {
+        let acl = Acl::new(vec![
+            rule(Allow, Subscribe, "a/+"),
+            rule(Deny, Subscribe, "#"),
+        ]);
+        assert!(acl.can_subscribe("c", None, "a/b"));
+        assert!(acl.can_subscribe("c", None, "a/+"));
+        // "a/#" also matches "a/b/c", which "a/+" does not allow.
+        assert!(!acl.can_subscribe("c", None, "a/#"));
+        assert!(!acl.can_subscribe("c", None, "b"));
+    }
+
+    #[test]
+    fn receive_checks_the_topic() {
+        let acl = Acl::new(vec![
+            rule(Deny, Subscribe, "secret/+"),
+            rule(Allow, Publish, "#"),
+        ]);
+        // No deny rule covers '#' as a whole, so the subscription is accepted...
+        assert!(acl.can_subscribe("c", None, "#"));
+        assert!(acl.can_subscribe("c", None, "secret/#"));
+        assert!(!acl.can_subscribe("c", None, "secret/x"));
+        // ...but delivery filters out the topics the deny rule matches.
+        assert!(!acl.can_receive("c", None, "secret/x"));
+        assert!(acl.can_receive("c", None, "secret/x/y"));
+        assert!(acl.can_receive("c", None, "public"));
+    }
 }

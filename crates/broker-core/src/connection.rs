@@ -363,7 +363,6 @@ impl Connection {
                 }
             }
         };
-        drop((rd, wr));
         self.close(stream, exit).await;
     }
 

@@ -298,6 +298,10 @@ mod tests {
                 "[[acl]]\npermission = \"deny\"\naction = \"all\"\ntopic = \"a\"\nuser = \"x\"",
                 "acl[0].user: unknown field `user`",
             ),
+            (
+                "[[acl]]\npermission = \"deny\"\naction = \"all\"\ntopic = \"\"",
+                "acl[0].topic: ",
+            ),
             ("max_inflight = 0", "max_inflight: must be at least 1"),
             ("\n\nmax_inflight = ", "line 3: "),
         ];
