@@ -21,7 +21,10 @@ both!(
 async fn connect_accepted(v: Version) {
     let broker = Broker::start().await;
     let client = Opts::new(v, "plain").connect(broker.addr).await;
-    assert!(!client.session_present, "a new clean session is never present");
+    assert!(
+        !client.session_present,
+        "a new clean session is never present"
+    );
 }
 
 /// A PINGREQ before CONNECT is a protocol violation: the connection is closed and no
@@ -48,7 +51,9 @@ async fn reserved_connect_flag_closes(v: Version) {
     raw.send(&bytes).await;
     let seen = raw.expect_closed(RECV_TIMEOUT).await;
     assert!(
-        !seen.iter().any(|p| matches!(p, Packet::Connack { code: 0, .. })),
+        !seen
+            .iter()
+            .any(|p| matches!(p, Packet::Connack { code: 0, .. })),
         "CONNECT with the reserved flag set was accepted: {seen:?}"
     );
 }
@@ -93,10 +98,7 @@ async fn pingreq_gets_pingresp(v: Version) {
 /// about a second.
 #[tokio::test]
 async fn connect_timeout_closes_idle_socket() {
-    let broker = Broker::opts()
-        .set("connect-timeout-secs", 1)
-        .start()
-        .await;
+    let broker = Broker::opts().set("connect-timeout-secs", 1).start().await;
     let mut raw = Raw::tcp(broker.addr, Version::V4).await;
     let start = Instant::now();
     raw.expect_closed(Duration::from_secs(4)).await;

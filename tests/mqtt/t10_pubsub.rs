@@ -33,9 +33,17 @@ async fn qos_roundtrip(v: Version) {
     for qos in 0..=2u8 {
         let topic = format!("rt/q{qos}");
         let payload = format!("qos {qos}");
-        assert_eq!(publisher.publish(&topic, qos, false, payload.as_bytes()).await, 0);
+        assert_eq!(
+            publisher
+                .publish(&topic, qos, false, payload.as_bytes())
+                .await,
+            0
+        );
         let m = sub.recv().await;
-        assert_eq!((m.topic.as_str(), m.payload.as_slice()), (topic.as_str(), payload.as_bytes()));
+        assert_eq!(
+            (m.topic.as_str(), m.payload.as_slice()),
+            (topic.as_str(), payload.as_bytes())
+        );
         assert_eq!(m.qos, qos, "delivered QoS");
         assert!(!m.retain && !m.dup);
     }
@@ -75,15 +83,34 @@ async fn wildcards_plus_and_hash(v: Version) {
     plus.subscribe("sport/+/score", 1).await;
     hash.subscribe("sport/#", 1).await;
     let mut publisher = Opts::new(v, "pub").connect(broker.addr).await;
-    for topic in ["sport/a/score", "sport/a/b/score", "sport/score", "sport", "other/a/score"] {
+    for topic in [
+        "sport/a/score",
+        "sport/a/b/score",
+        "sport/score",
+        "sport",
+        "other/a/score",
+    ] {
         publisher.publish(topic, 1, false, topic.as_bytes()).await;
     }
     publisher.publish("sport/z/score", 1, false, b"end").await;
 
-    let got: Vec<String> = plus.recv_until(b"end").await.into_iter().map(|m| m.topic).collect();
+    let got: Vec<String> = plus
+        .recv_until(b"end")
+        .await
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
     assert_eq!(got, ["sport/a/score"]);
-    let got: Vec<String> = hash.recv_until(b"end").await.into_iter().map(|m| m.topic).collect();
-    assert_eq!(got, ["sport/a/score", "sport/a/b/score", "sport/score", "sport"]);
+    let got: Vec<String> = hash
+        .recv_until(b"end")
+        .await
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
+    assert_eq!(
+        got,
+        ["sport/a/score", "sport/a/b/score", "sport/score", "sport"]
+    );
 }
 
 /// Topics starting with `$` are not matched by filters starting with `#` or `+`
@@ -100,10 +127,24 @@ async fn dollar_topics_not_matched_by_wildcards(v: Version) {
     publisher.publish("$test/x", 1, false, b"dollar").await;
     publisher.publish("plain/x", 1, false, b"end").await;
 
-    assert_eq!(dollar.recv().await.payload, b"dollar", "control: `$test/#` matches");
-    let before: Vec<String> = hash.recv_until(b"end").await.into_iter().map(|m| m.topic).collect();
+    assert_eq!(
+        dollar.recv().await.payload,
+        b"dollar",
+        "control: `$test/#` matches"
+    );
+    let before: Vec<String> = hash
+        .recv_until(b"end")
+        .await
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
     assert!(before.is_empty(), "`#` matched {before:?}");
-    let before: Vec<String> = plus.recv_until(b"end").await.into_iter().map(|m| m.topic).collect();
+    let before: Vec<String> = plus
+        .recv_until(b"end")
+        .await
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
     assert!(before.is_empty(), "`+/x` matched {before:?}");
 }
 
@@ -172,8 +213,14 @@ async fn shared_subscription_spreads_messages(v: Version) {
     }
     a.expect_nothing(QUIET).await;
     b.expect_nothing(Duration::from_millis(50)).await;
-    assert!(seen.iter().all(|&n| n == 1), "each message exactly once: {seen:?}");
-    assert!(got_a > 0 && got_b > 0, "not spread: a got {got_a}, b got {got_b}");
+    assert!(
+        seen.iter().all(|&n| n == 1),
+        "each message exactly once: {seen:?}"
+    );
+    assert!(
+        got_a > 0 && got_b > 0,
+        "not spread: a got {got_a}, b got {got_b}"
+    );
 }
 
 fn index(payload: &[u8]) -> usize {
@@ -234,7 +281,10 @@ async fn qos2_exactly_once_with_dup_retransmit(v: Version) {
     assert_eq!(first.payload, b"once");
     assert_eq!(first.qos, 2);
     let second = sub.recv_acked().await;
-    assert_eq!(second.payload, b"end", "the retransmission was delivered twice");
+    assert_eq!(
+        second.payload, b"end",
+        "the retransmission was delivered twice"
+    );
 }
 
 /// The broker keeps at most the in-flight window of unacknowledged QoS 1 messages
@@ -269,10 +319,14 @@ async fn outbound_inflight_window(v: Version) {
     for p in [second, third] {
         slow.ack(&p).await;
     }
-    let rest: Vec<u8> = [slow.recv_acked().await, slow.recv_acked().await, slow.recv_acked().await]
-        .iter()
-        .map(|p| p.payload[0])
-        .collect();
+    let rest: Vec<u8> = [
+        slow.recv_acked().await,
+        slow.recv_acked().await,
+        slow.recv_acked().await,
+    ]
+    .iter()
+    .map(|p| p.payload[0])
+    .collect();
     assert_eq!(rest, [3, 4, 5]);
 }
 
@@ -290,6 +344,9 @@ async fn overlapping_subscriptions_v4_deliver_once_at_max_qos() {
     let first = sub.recv_acked().await;
     assert_eq!((first.payload.as_slice(), first.qos), (&b"m"[..], 2));
     let second = sub.recv_acked().await;
-    assert_eq!(second.payload, b"end", "a second copy of the first message arrived");
+    assert_eq!(
+        second.payload, b"end",
+        "a second copy of the first message arrived"
+    );
     sub.expect_no_publish(QUIET).await;
 }

@@ -29,9 +29,17 @@ pub enum Ev {
     Publish(Msg),
     SubAck(Vec<u8>),
     UnsubAck(Vec<u8>),
-    PubAck { pkid: u16, reason: u8 },
-    PubRec { pkid: u16, reason: u8 },
-    PubComp { pkid: u16 },
+    PubAck {
+        pkid: u16,
+        reason: u8,
+    },
+    PubRec {
+        pkid: u16,
+        reason: u8,
+    },
+    PubComp {
+        pkid: u16,
+    },
     /// A 5.0 DISCONNECT from the broker.
     Disconnect(u8),
     /// The connection ended (broker close, error, or refused CONNACK).
@@ -248,7 +256,11 @@ impl Client {
         }
     }
 
-    async fn try_wait_for<T>(&mut self, wait: Duration, pick: impl Fn(&Ev) -> Option<T>) -> Option<T> {
+    async fn try_wait_for<T>(
+        &mut self,
+        wait: Duration,
+        pick: impl Fn(&Ev) -> Option<T>,
+    ) -> Option<T> {
         if let Some(i) = self.pending.iter().position(|e| pick(e).is_some()) {
             let ev = self.pending.remove(i).expect("index from position");
             return pick(&ev);
@@ -269,8 +281,14 @@ impl Client {
     /// Subscribes to one filter; returns the SUBACK reason codes.
     pub async fn subscribe(&mut self, filter: &str, qos: u8) -> Vec<u8> {
         match &self.handle {
-            Handle::V4(c) => c.subscribe(filter, qos4(qos)).await,
-            Handle::V5(c) => c.subscribe(filter, qos5(qos)).await,
+            Handle::V4(c) => c
+                .subscribe(filter, qos4(qos))
+                .await
+                .map_err(|e| e.to_string()),
+            Handle::V5(c) => c
+                .subscribe(filter, qos5(qos))
+                .await
+                .map_err(|e| e.to_string()),
         }
         .expect("subscribe request");
         self.wait_for("SUBACK", |e| match e {
@@ -303,8 +321,8 @@ impl Client {
 
     pub async fn unsubscribe(&mut self, filter: &str) -> Vec<u8> {
         match &self.handle {
-            Handle::V4(c) => c.unsubscribe(filter).await,
-            Handle::V5(c) => c.unsubscribe(filter).await,
+            Handle::V4(c) => c.unsubscribe(filter).await.map_err(|e| e.to_string()),
+            Handle::V5(c) => c.unsubscribe(filter).await.map_err(|e| e.to_string()),
         }
         .expect("unsubscribe request");
         self.wait_for("UNSUBACK", |e| match e {
@@ -317,8 +335,14 @@ impl Client {
     /// Queues a PUBLISH without waiting for its acknowledgement.
     pub async fn publish_nowait(&self, topic: &str, qos: u8, retain: bool, payload: &[u8]) {
         match &self.handle {
-            Handle::V4(c) => c.publish(topic, qos4(qos), retain, payload.to_vec()).await,
-            Handle::V5(c) => c.publish(topic, qos5(qos), retain, payload.to_vec()).await,
+            Handle::V4(c) => c
+                .publish(topic, qos4(qos), retain, payload.to_vec())
+                .await
+                .map_err(|e| e.to_string()),
+            Handle::V5(c) => c
+                .publish(topic, qos5(qos), retain, payload.to_vec())
+                .await
+                .map_err(|e| e.to_string()),
         }
         .expect("publish request");
     }
@@ -416,8 +440,8 @@ impl Client {
     /// Manually acknowledges a message (clients built with `manual_acks`).
     pub async fn ack(&self, msg: &Msg) {
         match (&self.handle, &msg.original) {
-            (Handle::V4(c), Original::V4(p)) => c.ack(p).await,
-            (Handle::V5(c), Original::V5(p)) => c.ack(p).await,
+            (Handle::V4(c), Original::V4(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            (Handle::V5(c), Original::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
             _ => panic!("message from another protocol version"),
         }
         .expect("ack request");
@@ -429,12 +453,13 @@ impl Client {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.try_wait_for(left, |e| match e {
-                Ev::Disconnect(r) => Some(Some(*r)),
-                Ev::Closed(_) => Some(None),
-                _ => None,
-            })
-            .await
+            match self
+                .try_wait_for(left, |e| match e {
+                    Ev::Disconnect(r) => Some(Some(*r)),
+                    Ev::Closed(_) => Some(None),
+                    _ => None,
+                })
+                .await
             {
                 Some(Some(r)) => reason = Some(r),
                 Some(None) => return reason,
@@ -446,8 +471,8 @@ impl Client {
     /// A normal DISCONNECT; waits for the broker to close the connection.
     pub async fn disconnect(mut self) {
         match &self.handle {
-            Handle::V4(c) => c.disconnect().await,
-            Handle::V5(c) => c.disconnect().await,
+            Handle::V4(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Handle::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
         }
         .expect("disconnect request");
         let _ = self
@@ -469,7 +494,11 @@ fn qos5(qos: u8) -> QoS5 {
     rumqttc::v5::mqttbytes::qos(qos).expect("QoS 0..=2")
 }
 
-fn spawn_v4(opts: &Opts, addr: SocketAddr, tx: mpsc::UnboundedSender<Ev>) -> (Handle, JoinHandle<()>) {
+fn spawn_v4(
+    opts: &Opts,
+    addr: SocketAddr,
+    tx: mpsc::UnboundedSender<Ev>,
+) -> (Handle, JoinHandle<()>) {
     let mut o = rumqttc::MqttOptions::new(&opts.id, addr.ip().to_string(), addr.port());
     o.set_clean_session(opts.clean)
         .set_keep_alive(Duration::from_secs(opts.keep_alive_secs))
@@ -499,7 +528,8 @@ fn spawn_v4(opts: &Opts, addr: SocketAddr, tx: mpsc::UnboundedSender<Ev>) -> (Ha
                 },
                 Err(e) => Ev::Closed(e.to_string()),
             };
-            let last = matches!(ev, Ev::Closed(_)) || matches!(ev, Ev::ConnAck { code, .. } if code != 0);
+            let last =
+                matches!(ev, Ev::Closed(_)) || matches!(ev, Ev::ConnAck { code, .. } if code != 0);
             if tx.send(ev).is_err() || last {
                 let _ = tx.send(Ev::Closed("event loop stopped".into()));
                 return;
@@ -550,7 +580,11 @@ fn from_v4(p: rumqttc::Packet) -> Option<Ev> {
     })
 }
 
-fn spawn_v5(opts: &Opts, addr: SocketAddr, tx: mpsc::UnboundedSender<Ev>) -> (Handle, JoinHandle<()>) {
+fn spawn_v5(
+    opts: &Opts,
+    addr: SocketAddr,
+    tx: mpsc::UnboundedSender<Ev>,
+) -> (Handle, JoinHandle<()>) {
     let mut o = rumqttc::v5::MqttOptions::new(&opts.id, addr.ip().to_string(), addr.port());
     o.set_clean_start(opts.clean)
         .set_keep_alive(Duration::from_secs(opts.keep_alive_secs))
@@ -597,7 +631,8 @@ fn spawn_v5(opts: &Opts, addr: SocketAddr, tx: mpsc::UnboundedSender<Ev>) -> (Ha
                 }
                 Err(e) => Ev::Closed(e.to_string()),
             };
-            let last = matches!(ev, Ev::Closed(_)) || matches!(ev, Ev::ConnAck { code, .. } if code != 0);
+            let last =
+                matches!(ev, Ev::Closed(_)) || matches!(ev, Ev::ConnAck { code, .. } if code != 0);
             if tx.send(ev).is_err() || last {
                 let _ = tx.send(Ev::Closed("event loop stopped".into()));
                 return;

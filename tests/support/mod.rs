@@ -147,7 +147,10 @@ impl Broker {
                 return Err(format!("exited with {status}: {}", broker.stderr()));
             }
             if Instant::now() >= deadline {
-                return Err(format!("not listening after {START_TIMEOUT:?}: {}", broker.stderr()));
+                return Err(format!(
+                    "not listening after {START_TIMEOUT:?}: {}",
+                    broker.stderr()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

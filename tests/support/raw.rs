@@ -68,7 +68,9 @@ impl Raw {
 
     /// A connected clean-session client.
     pub async fn client(addr: SocketAddr, version: Version, client_id: &str) -> Raw {
-        Raw::connect(addr, &Connect::new(version, client_id)).await.0
+        Raw::connect(addr, &Connect::new(version, client_id))
+            .await
+            .0
     }
 
     /// Writes bytes; a write error (the broker already closed) is ignored, since the
@@ -123,7 +125,10 @@ impl Raw {
         }
         let deadline = Instant::now() + RECV_TIMEOUT;
         loop {
-            match self.read_packet(deadline.saturating_duration_since(Instant::now())).await {
+            match self
+                .read_packet(deadline.saturating_duration_since(Instant::now()))
+                .await
+            {
                 Recv::Packet(p) => match pick(&p) {
                     Some(t) => return t,
                     None => self.pending.push_back(p),
@@ -143,12 +148,19 @@ impl Raw {
 
     /// Asserts that no PUBLISH arrives within `wait` and returns any other packets.
     pub async fn expect_no_publish(&mut self, wait: Duration) {
-        if let Some(p) = self.pending.iter().find(|p| matches!(p, Packet::Publish(_))) {
+        if let Some(p) = self
+            .pending
+            .iter()
+            .find(|p| matches!(p, Packet::Publish(_)))
+        {
             panic!("unexpected {p:?}");
         }
         let deadline = Instant::now() + wait;
         loop {
-            match self.read_packet(deadline.saturating_duration_since(Instant::now())).await {
+            match self
+                .read_packet(deadline.saturating_duration_since(Instant::now()))
+                .await
+            {
                 Recv::Packet(Packet::Publish(p)) => panic!("unexpected {p:?}"),
                 Recv::Packet(p) => self.pending.push_back(p),
                 Recv::Timeout => return,
@@ -163,7 +175,10 @@ impl Raw {
         let mut seen: Vec<Packet> = self.pending.drain(..).collect();
         let deadline = Instant::now() + wait;
         loop {
-            match self.read_packet(deadline.saturating_duration_since(Instant::now())).await {
+            match self
+                .read_packet(deadline.saturating_duration_since(Instant::now()))
+                .await
+            {
                 Recv::Packet(p) => seen.push(p),
                 Recv::Closed => return seen,
                 Recv::Timeout => panic!("connection still open after {wait:?}; got {seen:?}"),
@@ -191,7 +206,9 @@ impl Raw {
         self.send(&codec::subscribe(self.version, pkid, filters, props))
             .await;
         self.recv_where("SUBACK", |p| match p {
-            Packet::Suback { pkid: id, codes, .. } if *id == pkid => Some(codes.clone()),
+            Packet::Suback {
+                pkid: id, codes, ..
+            } if *id == pkid => Some(codes.clone()),
             _ => None,
         })
         .await
@@ -288,7 +305,12 @@ impl Raw {
     pub async fn disconnect(mut self) {
         self.send(&codec::disconnect(self.version, 0, &Props::new()))
             .await;
-        let _ = self.try_recv(Duration::from_secs(2)).await;
+        self.pending.clear();
+        let deadline = Instant::now() + RECV_TIMEOUT;
+        while let Recv::Packet(_) = self
+            .read_packet(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {}
     }
 
     pub fn pending(&self) -> &VecDeque<Packet> {

@@ -188,9 +188,11 @@ impl Shared {
     fn deliver_merged(&self, msg: &Arc<Message>, group: &[Target], routed: &mut Routed) {
         let first = &group[0];
         if !self.acl.is_empty()
-            && !self
-                .acl
-                .can_receive(&first.session.client_id, first.username.as_deref(), &msg.topic)
+            && !self.acl.can_receive(
+                &first.session.client_id,
+                first.username.as_deref(),
+                &msg.topic,
+            )
         {
             return;
         }

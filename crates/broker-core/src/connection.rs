@@ -36,14 +36,19 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 enum Exit {
     /// The client sent DISCONNECT; `will` is true for v5 reason 0x04.
-    Disconnect { will: bool },
+    Disconnect {
+        will: bool,
+    },
     /// The socket closed or failed without DISCONNECT.
     Lost(String),
     KeepAlive,
     TakenOver,
     Shutdown,
     /// We close for a protocol violation, with this v5 reason code.
-    Violation { code: u8, why: String },
+    Violation {
+        code: u8,
+        why: String,
+    },
 }
 
 impl Exit {
@@ -76,7 +81,10 @@ struct OpenGuard<'a>(&'a Shared);
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
         self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
-        self.0.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.0
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -221,9 +229,15 @@ impl Connection {
                 "empty client id needs clean session",
             ))
         } else if c.authentication_method.is_some() {
-            Some(refuse(reason::BAD_AUTH_METHOD, "no enhanced authentication"))
+            Some(refuse(
+                reason::BAD_AUTH_METHOD,
+                "no enhanced authentication",
+            ))
         } else if c.receive_maximum == Some(0) || c.maximum_packet_size == Some(0) {
-            Some(refuse(reason::PROTOCOL_ERROR, "zero receive/packet maximum"))
+            Some(refuse(
+                reason::PROTOCOL_ERROR,
+                "zero receive/packet maximum",
+            ))
         } else if c
             .will
             .as_ref()
@@ -251,12 +265,11 @@ impl Connection {
         };
         let expiry = requested_expiry.min(cfg.max_session_expiry_secs);
         let cap = cfg.max_keep_alive_secs;
-        let server_keep_alive = (cap > 0 && (c.keep_alive == 0 || c.keep_alive > cap)).then_some(cap);
+        let server_keep_alive =
+            (cap > 0 && (c.keep_alive == 0 || c.keep_alive > cap)).then_some(cap);
         let keep_alive = server_keep_alive.unwrap_or(c.keep_alive);
         let window = match protocol {
-            Protocol::V5 => cfg
-                .max_inflight
-                .min(c.receive_maximum.unwrap_or(u16::MAX)),
+            Protocol::V5 => cfg.max_inflight.min(c.receive_maximum.unwrap_or(u16::MAX)),
             Protocol::V4 => cfg.max_inflight,
         };
 
@@ -300,10 +313,9 @@ impl Connection {
             session,
             kick,
             will: c.will,
-            keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
-            max_out: c
-                .maximum_packet_size
-                .map_or(usize::MAX, |m| m as usize),
+            keep_alive: (keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            max_out: c.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
             aliases_in: Vec::new(),
             aliases_out: Default::default(),
             aliases_out_max: c.topic_alias_maximum.unwrap_or(0),
@@ -320,7 +332,9 @@ impl Connection {
         let session = self.session.clone();
         let max_in = self.shared.config.max_packet_size as usize;
         let mut last_read = Instant::now();
-        let idle = self.keep_alive.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let idle = self
+            .keep_alive
+            .unwrap_or(Duration::from_secs(365 * 24 * 3600));
         let keep_alive = tokio::time::sleep(idle);
         tokio::pin!(keep_alive);
         let (mut rd, mut wr) = stream.split();
@@ -571,7 +585,10 @@ impl Connection {
             .position(|f| f.pkid == a.pkid && f.stage == Stage::Published)
         else {
             drop(st);
-            self.send(&Packet::PubRel(Ack::new(a.pkid, reason::PACKET_ID_NOT_FOUND)));
+            self.send(&Packet::PubRel(Ack::new(
+                a.pkid,
+                reason::PACKET_ID_NOT_FOUND,
+            )));
             return;
         };
         if a.code >= 0x80 {
@@ -703,7 +720,9 @@ impl Connection {
                 return false;
             }
             while batch.len() < DRAIN_BATCH {
-                let Some(front) = st.pending.front() else { break };
+                let Some(front) = st.pending.front() else {
+                    break;
+                };
                 if Session::expired(&front.msg, now) {
                     st.pending.pop_front();
                     Metrics::inc(&self.shared.metrics.dropped_expired);

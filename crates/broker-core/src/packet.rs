@@ -256,5 +256,7 @@ pub enum Packet {
     PingResp,
     Disconnect(Disconnect),
     /// v5 AUTH: decoded so that it can be refused cleanly (we offer no enhanced auth).
-    Auth { code: u8 },
+    Auth {
+        code: u8,
+    },
 }
