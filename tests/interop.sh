@@ -30,7 +30,8 @@ PASSED=0
 
 cleanup() {
   [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
-  jobs -p | xargs -r kill -9 2>/dev/null
+  # SIGTERM, not SIGKILL: `timeout` passes it on to the client it runs.
+  jobs -p | xargs -r kill 2>/dev/null
   if [ "${KEEP_LOGS:-0}" = 1 ] || [ "$FAILED" -gt 0 ]; then
     echo "logs kept in $WORK"
   else

@@ -17,6 +17,9 @@ both!(
     invalid_filters_refused_per_filter,
     unsubscribe_stops_delivery,
     shared_subscription_spreads_messages,
+    shared_subscription_failover_and_no_retained,
+    resubscribe_replaces_subscription,
+    large_payload_roundtrip,
     publish_to_wildcard_topic_closes,
     qos1_puback_echoes_packet_id,
     qos2_exactly_once_with_dup_retransmit,
@@ -75,7 +78,8 @@ async fn granted_qos_is_requested(v: Version) {
     assert_eq!(codes, vec![0, 1, 2]);
 }
 
-/// `+` matches exactly one level, `#` any number including the parent.
+/// `+` matches exactly one level (an empty one too), `#` any number including the
+/// parent; matching is case-sensitive.
 async fn wildcards_plus_and_hash(v: Version) {
     let broker = Broker::start().await;
     let mut plus = Opts::new(v, "plus").connect(broker.addr).await;
@@ -88,6 +92,8 @@ async fn wildcards_plus_and_hash(v: Version) {
         "sport/a/b/score",
         "sport/score",
         "sport",
+        "sport//score",
+        "Sport/a/score",
         "other/a/score",
     ] {
         publisher.publish(topic, 1, false, topic.as_bytes()).await;
@@ -100,7 +106,7 @@ async fn wildcards_plus_and_hash(v: Version) {
         .into_iter()
         .map(|m| m.topic)
         .collect();
-    assert_eq!(got, ["sport/a/score"]);
+    assert_eq!(got, ["sport/a/score", "sport//score"]);
     let got: Vec<String> = hash
         .recv_until(b"end")
         .await
@@ -109,7 +115,13 @@ async fn wildcards_plus_and_hash(v: Version) {
         .collect();
     assert_eq!(
         got,
-        ["sport/a/score", "sport/a/b/score", "sport/score", "sport"]
+        [
+            "sport/a/score",
+            "sport/a/b/score",
+            "sport/score",
+            "sport",
+            "sport//score"
+        ]
     );
 }
 
@@ -220,6 +232,63 @@ async fn shared_subscription_spreads_messages(v: Version) {
     assert!(
         got_a > 0 && got_b > 0,
         "not spread: a got {got_a}, b got {got_b}"
+    );
+}
+
+/// A new shared subscription gets no retained messages (5.0 section 4.8.2); when one
+/// member leaves, the remaining one gets every message, in order.
+async fn shared_subscription_failover_and_no_retained(v: Version) {
+    let broker = Broker::start().await;
+    let mut publisher = Opts::new(v, "pub").connect(broker.addr).await;
+    publisher.publish("work", 1, true, b"retained").await;
+    let mut a = Opts::new(v, "member-a").connect(broker.addr).await;
+    a.subscribe("$share/g/work", 1).await;
+    let mut b = Opts::new(v, "member-b").connect(broker.addr).await;
+    b.subscribe("$share/g/work", 1).await;
+    a.disconnect().await;
+    for i in 0..10u8 {
+        publisher.publish("work", 1, false, &[i]).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        got.push(b.recv().await.payload);
+    }
+    let expected: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i]).collect();
+    assert_eq!(
+        got, expected,
+        "the remaining member gets every message, in order"
+    );
+    b.expect_nothing(QUIET).await;
+}
+
+/// Subscribing again to the same filter replaces the subscription (its QoS) instead of
+/// adding a second one [MQTT-3.8.4-3].
+async fn resubscribe_replaces_subscription(v: Version) {
+    let broker = Broker::start().await;
+    let mut sub = Opts::new(v, "sub").connect(broker.addr).await;
+    assert_eq!(sub.subscribe("rs/t", 0).await, vec![0]);
+    assert_eq!(sub.subscribe("rs/t", 2).await, vec![2]);
+    let mut publisher = Opts::new(v, "pub").connect(broker.addr).await;
+    publisher.publish("rs/t", 2, false, b"m").await;
+    publisher.publish("rs/t", 2, false, b"end").await;
+    let before = sub.recv_until(b"end").await;
+    assert_eq!(before.len(), 1, "copies of the first message: {before:?}");
+    assert_eq!(before[0].qos, 2, "the replacing subscription's QoS applies");
+}
+
+/// A 256 KiB payload passes through unchanged.
+async fn large_payload_roundtrip(v: Version) {
+    let broker = Broker::start().await;
+    let mut sub = Opts::new(v, "sub").connect(broker.addr).await;
+    sub.subscribe("big/t", 1).await;
+    let mut publisher = Opts::new(v, "pub").connect(broker.addr).await;
+    let payload: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+    publisher.publish("big/t", 1, false, &payload).await;
+    let m = sub.recv().await;
+    assert!(
+        m.payload == payload,
+        "payload changed ({} bytes)",
+        m.payload.len()
     );
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::client::Opts;
-use crate::support::codec::{prop, Connect, Packet, PropVal, Props, Version};
+use crate::support::codec::{self, prop, Connect, Packet, PropVal, Props, Publish, Version};
 use crate::support::raw::Raw;
 use crate::support::{Broker, QUIET, RECV_TIMEOUT};
 
@@ -13,6 +13,8 @@ both!(
     clean_session_discards_subscriptions,
     persistent_session_receives_offline_messages,
     inflight_resent_with_dup_in_order,
+    qos2_pubrel_resent_after_reconnect,
+    qos2_inbound_exactly_once_across_reconnect,
     offline_queue_is_bounded,
     takeover_closes_old_connection,
 );
@@ -141,6 +143,65 @@ async fn inflight_resent_with_dup_in_order(v: Version) {
         "redelivered with DUP 1: {again:?}"
     );
     sub.expect_no_publish(QUIET).await;
+}
+
+/// An outbound QoS 2 message whose PUBREC was received but PUBCOMP not is completed
+/// on reconnect with PUBREL (same packet id), not by sending the PUBLISH again.
+async fn qos2_pubrel_resent_after_reconnect(v: Version) {
+    let broker = Broker::start().await;
+    let (mut sub, _) = Raw::connect(broker.addr, &persistent(v, "q2sub")).await;
+    sub.subscribe("q2/t", 2).await;
+    let mut publisher = Raw::client(broker.addr, v, "pub").await;
+    publisher.pub_msg("q2/t", 2, b"once").await;
+    let p = sub.recv_publish().await;
+    assert_eq!(p.qos, 2);
+    sub.send(&codec::pubrec(v, p.pkid)).await;
+    let rel = sub
+        .recv_where("PUBREL", |pk| match pk {
+            Packet::Pubrel(a) => Some(a.pkid),
+            _ => None,
+        })
+        .await;
+    assert_eq!(rel, p.pkid);
+    drop(sub);
+
+    let (mut sub, connack) = Raw::connect(broker.addr, &persistent(v, "q2sub")).await;
+    assert!(session_present(&connack));
+    match sub.recv().await {
+        Packet::Pubrel(a) => assert_eq!(a.pkid, p.pkid, "PUBREL packet id"),
+        other => panic!("expected the PUBREL again, got {other:?}"),
+    }
+    sub.send(&codec::pubcomp(v, p.pkid)).await;
+    publisher.pub_msg("q2/t", 2, b"end").await;
+    let next = sub.recv_acked().await;
+    assert_eq!(next.payload, b"end", "the completed message was sent again");
+}
+
+/// Inbound QoS 2 across a reconnect: the publisher loses its connection after PUBREC,
+/// resends the PUBLISH with DUP on the resumed session, then PUBREL; subscribers get
+/// the message exactly once.
+async fn qos2_inbound_exactly_once_across_reconnect(v: Version) {
+    let broker = Broker::start().await;
+    let mut sub = Raw::client(broker.addr, v, "sub").await;
+    sub.subscribe("q2in/t", 2).await;
+    let (mut publisher, _) = Raw::connect(broker.addr, &persistent(v, "q2pub")).await;
+    let mut publish = Publish::new("q2in/t", 2, b"once");
+    publish.pkid = 9;
+    publisher.send(&publish.encode(v)).await;
+    assert!(matches!(publisher.recv().await, Packet::Pubrec(a) if a.pkid == 9));
+    drop(publisher);
+
+    let (mut publisher, connack) = Raw::connect(broker.addr, &persistent(v, "q2pub")).await;
+    assert!(session_present(&connack));
+    publish.dup = true;
+    publisher.send(&publish.encode(v)).await;
+    assert!(matches!(publisher.recv().await, Packet::Pubrec(a) if a.pkid == 9));
+    publisher.send(&codec::pubrel(v, 9)).await;
+    assert!(matches!(publisher.recv().await, Packet::Pubcomp(a) if a.pkid == 9));
+    publisher.pub_msg("q2in/t", 2, b"end").await;
+
+    assert_eq!(sub.recv_acked().await.payload, b"once");
+    assert_eq!(sub.recv_acked().await.payload, b"end", "delivered twice");
 }
 
 /// With `--max-queued-messages 10 --max-inflight 5`, an offline session keeps at most

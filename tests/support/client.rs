@@ -591,7 +591,8 @@ fn spawn_v5(
         .set_manual_acks(opts.manual_acks)
         .set_session_expiry_interval(opts.session_expiry)
         .set_receive_maximum(opts.receive_maximum)
-        .set_max_packet_size(opts.max_packet_size);
+        // rumqttc's own default would refuse incoming packets above 10 KiB.
+        .set_max_packet_size(Some(opts.max_packet_size.unwrap_or(1 << 20)));
     if let Some(w) = &opts.will {
         let props = w.delay.map(|d| m5::LastWillProperties {
             delay_interval: Some(d),

@@ -83,6 +83,9 @@ pub struct Config {
     pub max_session_expiry_secs: u32,
     /// Topic aliases a 5.0 client may use towards us (Topic Alias Maximum in CONNACK).
     pub topic_alias_maximum: u16,
+    /// Threads serving clients; 0 means one per CPU core. With 1, packets from different
+    /// connections are handled in the order they arrive, as in a single event loop.
+    pub worker_threads: usize,
     /// Publish / subscribe access rules, first match wins; no match allows.
     pub acl: Vec<AclRule>,
 }
@@ -101,6 +104,7 @@ impl Default for Config {
             max_keep_alive_secs: 0,
             max_session_expiry_secs: u32::MAX,
             topic_alias_maximum: 16,
+            worker_threads: 0,
             acl: Vec::new(),
         }
     }
@@ -130,6 +134,12 @@ impl Config {
         }
         if self.max_queued_messages == 0 {
             return Err("max_queued_messages: must be at least 1".into());
+        }
+        if self.worker_threads > 1024 {
+            return Err(format!(
+                "worker_threads: {} is more than 1024",
+                self.worker_threads
+            ));
         }
         if self.connect_timeout_secs == 0 {
             return Err("connect_timeout_secs: must be at least 1".into());

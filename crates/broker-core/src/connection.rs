@@ -393,6 +393,7 @@ impl Connection {
     }
 
     async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
+        tracing::trace!(client_id = %self.client_id, "in: {packet:?}");
         match packet {
             Packet::Publish(p) => self.on_publish(p).await,
             Packet::PubAck(a) => {
@@ -813,6 +814,7 @@ impl Connection {
             subscription_identifiers: if v5 { d.sub_ids.clone() } else { Vec::new() },
             properties,
         };
+        tracing::trace!(client_id = %self.client_id, "out: {publish:?}");
         let start = self.wbuf.len();
         match codec::encode(&Packet::Publish(publish), self.protocol, &mut self.wbuf) {
             Ok(n) if n > self.max_out => {
@@ -840,15 +842,17 @@ impl Connection {
     }
 
     fn send(&mut self, packet: &Packet) {
+        tracing::trace!(client_id = %self.client_id, "out: {packet:?}");
         if let Err(e) = codec::encode(packet, self.protocol, &mut self.wbuf) {
             tracing::warn!(client_id = %self.client_id, error = %e, "could not encode {}", packet_name(packet));
         }
     }
 
-    /// Says goodbye (v5 DISCONNECT when we close), flushes, detaches the session and
-    /// deals with the will.
+    /// Says goodbye (v5 DISCONNECT when we close), flushes, detaches the session, deals
+    /// with the will, and lingers when we are the one closing.
     async fn close(mut self, mut stream: TcpStream, exit: Exit) {
-        if let (Protocol::V5, Some(code)) = (self.protocol, exit.server_reason()) {
+        let server_reason = exit.server_reason();
+        if let (Protocol::V5, Some(code)) = (self.protocol, server_reason) {
             self.send(&Packet::Disconnect(Disconnect {
                 code,
                 ..Disconnect::default()
@@ -872,24 +876,43 @@ impl Connection {
                 None => {}
             }
         }
-        match &exit {
-            Exit::Violation { code, why } => {
-                Metrics::inc(&shared.metrics.protocol_errors);
-                tracing::info!(peer = %self.peer, client_id = %self.client_id, code, "client disconnected: {why}");
-            }
-            other => {
-                let why = match other {
-                    Exit::Disconnect { .. } => "DISCONNECT".to_string(),
-                    Exit::Lost(e) => e.clone(),
-                    Exit::KeepAlive => "keep-alive timeout".into(),
-                    Exit::TakenOver => "session taken over".into(),
-                    Exit::Shutdown => "server shutting down".into(),
-                    Exit::Violation { .. } => unreachable!(),
-                };
-                tracing::info!(peer = %self.peer, client_id = %self.client_id, "client disconnected: {why}");
-            }
+        self.log_exit(&exit);
+        if server_reason.is_some() {
+            linger(&mut stream).await;
         }
     }
+
+    fn log_exit(&self, exit: &Exit) {
+        let why = match exit {
+            Exit::Violation { code, why } => {
+                Metrics::inc(&self.shared.metrics.protocol_errors);
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, code, "client disconnected: {why}");
+                return;
+            }
+            Exit::Disconnect { .. } => "DISCONNECT",
+            Exit::Lost(e) => e.as_str(),
+            Exit::KeepAlive => "keep-alive timeout",
+            Exit::TakenOver => "session taken over",
+            Exit::Shutdown => "server shutting down",
+        };
+        tracing::info!(peer = %self.peer, client_id = %self.client_id, "client disconnected: {why}");
+    }
+}
+
+/// After we close our side (FIN sent), reads and discards what the client still sends,
+/// until it closes too or `CLOSE_FLUSH` passes. Closing at once would answer its
+/// in-flight packets with a reset, which can destroy our DISCONNECT, reason code and all,
+/// before the client has read it.
+async fn linger(stream: &mut TcpStream) {
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(CLOSE_FLUSH, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn packet_name(p: &Packet) -> &'static str {

@@ -84,6 +84,10 @@ pub struct Cli {
     /// Topic aliases a 5.0 client may use towards the broker [default: 16].
     #[arg(long, value_name = "N")]
     pub topic_alias_maximum: Option<u16>,
+
+    /// Threads serving clients, 0 for one per CPU core [default: 0].
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<usize>,
 }
 
 /// Reads the policy through its serde names so that the flag and the file accept the

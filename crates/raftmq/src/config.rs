@@ -112,6 +112,7 @@ impl Settings {
             max_keep_alive_secs,
             max_session_expiry_secs,
             topic_alias_maximum,
+            worker_threads,
         } = cli;
         let engine = &mut self.engine;
         set(&mut self.data_dir, data_dir);
@@ -127,6 +128,7 @@ impl Settings {
         set(&mut engine.max_keep_alive_secs, max_keep_alive_secs);
         set(&mut engine.max_session_expiry_secs, max_session_expiry_secs);
         set(&mut engine.topic_alias_maximum, topic_alias_maximum);
+        set(&mut engine.worker_threads, worker_threads);
     }
 
     /// The settings as a TOML file would hold them.
@@ -230,6 +232,7 @@ mod tests {
                 "--max-keep-alive-secs=12",
                 "--max-session-expiry-secs=13",
                 "--topic-alias-maximum=14",
+                "--worker-threads=3",
                 "--log-level=trace",
                 "--data-dir=d",
             ],
@@ -250,6 +253,7 @@ mod tests {
                 max_keep_alive_secs: 12,
                 max_session_expiry_secs: 13,
                 topic_alias_maximum: 14,
+                worker_threads: 3,
                 acl: Vec::new(),
             },
         };

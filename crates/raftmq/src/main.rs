@@ -41,7 +41,11 @@ fn main() -> ExitCode {
     if let Err(e) = init_tracing(settings.log_level) {
         return fail(EXIT_USAGE, e);
     }
-    match tokio::runtime::Runtime::new() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if settings.engine.worker_threads > 0 {
+        runtime.worker_threads(settings.engine.worker_threads);
+    }
+    match runtime.enable_all().build() {
         Ok(runtime) => runtime.block_on(serve(settings.engine)),
         Err(e) => fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     }
