@@ -27,7 +27,10 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return flag_error(e),
+    };
     if cli.print_default_config {
         return match io::stdout().write_all(Settings::default().to_toml().as_bytes()) {
             Ok(()) => ExitCode::SUCCESS,
@@ -123,6 +126,23 @@ fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
             std::future::pending::<()>().await;
         }
     })
+}
+
+/// `--help` and `--version` print as clap renders them; every other flag error becomes
+/// the one line naming the flag that every other setting error gets.
+fn flag_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            fail(EXIT_USAGE, first.trim_start_matches("error: "))
+        }
+    }
 }
 
 /// Reports one line on stderr, whatever the message holds, and gives the exit status.
