@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -64,7 +64,7 @@ impl Exit {
         match self {
             Exit::KeepAlive => Some(reason::KEEP_ALIVE_TIMEOUT),
             Exit::TakenOver => Some(reason::SESSION_TAKEN_OVER),
-            Exit::Shutdown => Some(0x8B),
+            Exit::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
             Exit::Violation { code, .. } => Some(*code),
             Exit::Disconnect { .. } | Exit::Lost(_) => None,
         }
@@ -198,6 +198,8 @@ struct Connection {
     /// Outbound topic aliases (v5): topic → alias, up to the client's maximum.
     aliases_out: std::collections::HashMap<String, u16>,
     aliases_out_max: u16,
+    /// v5 Request Problem Information: reason strings may go on acks.
+    problem_info: bool,
     wbuf: BytesMut,
     want_drain: bool,
 }
@@ -319,6 +321,7 @@ impl Connection {
             aliases_in: Vec::new(),
             aliases_out: Default::default(),
             aliases_out_max: c.topic_alias_maximum.unwrap_or(0),
+            problem_info: c.request_problem_information != Some(0),
             wbuf: BytesMut::new(),
             want_drain: true,
         };
@@ -515,18 +518,31 @@ impl Connection {
                 ));
             }
         }
-        let code = self.accept_publish(p.clone()).await?;
-        match p.qos {
+        let (qos, pkid) = (p.qos, p.pkid);
+        let code = self.accept_publish(p).await?;
+        let ack = self.ack(pkid, code);
+        match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(&Packet::PubAck(Ack::new(p.pkid, code))),
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
             QoS::ExactlyOnce => {
                 if code < 0x80 {
-                    self.session.lock().incoming_qos2.insert(p.pkid);
+                    self.session.lock().incoming_qos2.insert(pkid);
                 }
-                self.send(&Packet::PubRec(Ack::new(p.pkid, code)));
+                self.send(&Packet::PubRec(ack));
             }
         }
         Ok(())
+    }
+
+    /// An ack, with a reason string when it reports a failure and the client wants them.
+    fn ack(&self, pkid: u16, code: u8) -> Ack {
+        let reason_string = (code >= 0x80 && self.problem_info)
+            .then(|| reason_text(code).to_string());
+        Ack {
+            pkid,
+            code,
+            reason_string,
+        }
     }
 
     /// Checks, commits and routes an inbound message; returns the v5 ack reason code.
@@ -547,7 +563,9 @@ impl Connection {
         }
         let msg = Arc::new(Message::new(
             p.topic,
-            p.payload,
+            // Decoded payloads are slices of the read buffer: one copy per message (never
+            // per subscriber) keeps a queued or retained message from pinning that buffer.
+            Bytes::copy_from_slice(&p.payload),
             p.qos,
             p.retain,
             p.properties,
@@ -672,10 +690,12 @@ impl Connection {
                 });
             }
         }
+        let refused = codes.iter().any(|&c| c >= 0x80);
         self.send(&Packet::SubAck(SubAck {
             pkid: s.pkid,
             codes,
-            reason_string: None,
+            reason_string: (refused && self.problem_info)
+                .then(|| "one or more filters refused: invalid or not authorized".into()),
         }));
         let mut routed = Default::default();
         let now = Instant::now();
@@ -853,9 +873,14 @@ impl Connection {
     async fn close(mut self, mut stream: TcpStream, exit: Exit) {
         let server_reason = exit.server_reason();
         if let (Protocol::V5, Some(code)) = (self.protocol, server_reason) {
+            let why = match &exit {
+                Exit::Violation { why, .. } => why.as_str(),
+                _ => reason_text(code),
+            };
             self.send(&Packet::Disconnect(Disconnect {
                 code,
-                ..Disconnect::default()
+                session_expiry_interval: None,
+                reason_string: Some(why.chars().take(200).collect()),
             }));
         }
         if !self.wbuf.is_empty() {
@@ -913,6 +938,19 @@ async fn linger(stream: &mut TcpStream) {
         }
     })
     .await;
+}
+
+/// The reason string sent with a failure code.
+fn reason_text(code: u8) -> &'static str {
+    match code {
+        reason::NOT_AUTHORIZED => "not authorized",
+        reason::PAYLOAD_FORMAT_INVALID => "payload is not valid UTF-8",
+        reason::UNSPECIFIED_ERROR => "the message could not be committed",
+        reason::KEEP_ALIVE_TIMEOUT => "keep-alive timeout",
+        reason::SESSION_TAKEN_OVER => "session taken over by another connection",
+        reason::SERVER_SHUTTING_DOWN => "server shutting down",
+        _ => "refused",
+    }
 }
 
 fn packet_name(p: &Packet) -> &'static str {

@@ -56,6 +56,7 @@ pub mod reason {
     pub const NOT_AUTHORIZED: u8 = 0x87;
     pub const SERVER_UNAVAILABLE: u8 = 0x88;
     pub const SERVER_BUSY: u8 = 0x89;
+    pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
     pub const BAD_AUTH_METHOD: u8 = 0x8C;
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     pub const SESSION_TAKEN_OVER: u8 = 0x8E;
