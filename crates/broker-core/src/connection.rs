@@ -536,8 +536,8 @@ impl Connection {
 
     /// An ack, with a reason string when it reports a failure and the client wants them.
     fn ack(&self, pkid: u16, code: u8) -> Ack {
-        let reason_string = (code >= 0x80 && self.problem_info)
-            .then(|| reason_text(code).to_string());
+        let reason_string =
+            (code >= 0x80 && self.problem_info).then(|| reason_text(code).to_string());
         Ack {
             pkid,
             code,

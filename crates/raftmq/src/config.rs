@@ -347,12 +347,14 @@ mod tests {
         let text = include_str!("../../../examples/paho-conformance.toml");
         let settings = merge(text, &[]).unwrap();
         assert_eq!(settings.engine.max_keep_alive_secs, 60);
+        assert_eq!(settings.engine.worker_threads, 1);
         let deny = &settings.engine.acl[0];
         assert_eq!(deny.permission, Permission::Deny);
         assert_eq!(deny.action, AclAction::Subscribe);
         assert_eq!(deny.topic, "test/nosubscribe");
         let rest = Config {
             max_keep_alive_secs: 0,
+            worker_threads: 0,
             acl: Vec::new(),
             ..settings.engine
         };
