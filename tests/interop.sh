@@ -46,7 +46,8 @@ die() { echo "interop: $*" >&2; exit 2; }
 # ---- prerequisites -------------------------------------------------------------
 if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
   echo "installing mosquitto-clients"
-  (apt-get update -qq && apt-get install -y -qq mosquitto-clients) >/dev/null 2>&1 \
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq mosquitto-clients) >/dev/null 2>&1 \
     || die "cannot install mosquitto-clients"
 fi
 if ! "$PYTHON" -c 'import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split(".")[0]) < 2)' 2>/dev/null; then
@@ -61,10 +62,10 @@ if [ "${INTEROP_BROKER:-raftmq}" = mosquitto ]; then
   printf 'listener %s %s\nallow_anonymous true\n' "$PORT" "$HOST" >"$WORK/mosquitto.conf"
   mosquitto -c "$WORK/mosquitto.conf" >"$WORK/broker.log" 2>&1 &
 else
-  if [ ! -x "$RAFTMQ_BIN" ]; then
-    echo "building raftmq"
-    cargo build -q -p raftmq || die "cargo build failed"
-  fi
+  # Always build: cargo is quick when nothing changed, and a stale binary would test
+  # yesterday's broker.
+  cargo build -q -p raftmq || die "cargo build failed"
+  [ -x "$RAFTMQ_BIN" ] || die "no broker binary at $RAFTMQ_BIN"
   printf 'data_dir = "%s/data"\n' "$WORK" >"$WORK/raftmq.toml"
   "$RAFTMQ_BIN" --mqtt-addr "$HOST:$PORT" --config "$WORK/raftmq.toml" --log-level debug \
     >"$WORK/broker.log" 2>&1 &
