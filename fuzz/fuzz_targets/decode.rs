@@ -21,12 +21,22 @@ fuzz_target!(|data: &[u8]| {
     match decode_connect(&mut buf, MAX_SIZE) {
         Ok(Some(connect)) => {
             let protocol = connect.protocol;
+            // mqttbytes cannot write an empty user name or password (a documented codec
+            // limitation): such a CONNECT decodes but is refused by `encode`, untouched.
+            let unwritable = connect.username.as_deref() == Some("")
+                || connect.password.as_ref().is_some_and(|p| p.is_empty());
             let packet = Packet::Connect(connect);
             let mut out = BytesMut::new();
-            encode(&packet, protocol, &mut out).expect("a decoded CONNECT encodes");
-            let again = decode_connect(&mut out, usize::MAX).expect("re-encoded CONNECT decodes");
-            assert_eq!(again.map(Packet::Connect).as_ref(), Some(&packet));
-            assert!(out.is_empty());
+            match encode(&packet, protocol, &mut out) {
+                Err(_) if unwritable => assert!(out.is_empty()),
+                written => {
+                    written.expect("a decoded CONNECT encodes");
+                    let again =
+                        decode_connect(&mut out, usize::MAX).expect("re-encoded CONNECT decodes");
+                    assert_eq!(again.map(Packet::Connect).as_ref(), Some(&packet));
+                    assert!(out.is_empty());
+                }
+            }
             drain(buf, protocol);
         }
         Ok(None) => assert_eq!(&buf[..], data),

@@ -36,5 +36,6 @@ mod t20_retained_will;
 mod t20_sessions;
 mod t30_v5;
 mod t40_limits_acl;
+mod t45_slow_consumers;
 mod t50_bad_input;
 mod t60_config;

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::support::client::Opts;
 use crate::support::codec::{prop, Connect, Packet, PropVal, Props, Publish, Version};
-use crate::support::raw::Raw;
+use crate::support::raw::{Raw, Recv};
 use crate::support::{Broker, QUIET, RECV_TIMEOUT};
 
 const V5: Version = Version::V5;
@@ -327,8 +327,10 @@ async fn receive_maximum_exceeded_disconnects_0x93() {
     assert_eq!(reason, Some(0x93), "packets before close: {seen:?}");
 }
 
-/// `--max-keep-alive-secs` caps the keep-alive: 5.0 CONNACK carries Server Keep Alive,
-/// and a silent client is dropped at the capped interval.
+/// `--max-keep-alive-secs` caps the keep-alive: 5.0 CONNACK carries Server Keep Alive and
+/// a silent client is dropped at the capped interval. A 3.1.1 client cannot be told the
+/// cap, so one asking for more is refused (CONNACK 0x02), and one within it is held to
+/// its own keep-alive.
 #[tokio::test]
 async fn server_keep_alive_caps_keep_alive() {
     let broker = Broker::opts().set("max-keep-alive-secs", 1).start().await;
@@ -337,7 +339,16 @@ async fn server_keep_alive_caps_keep_alive() {
         connack_props(&connack).int(prop::SERVER_KEEP_ALIVE),
         Some(1)
     );
-    let (mut v4, _) = Raw::connect(broker.addr, &Connect::new(Version::V4, "asks-60-v4")).await;
+    let (mut refused, first) =
+        Raw::connect_with(broker.addr, &Connect::new(Version::V4, "asks-60-v4")).await;
+    assert!(
+        matches!(first, Recv::Packet(Packet::Connack { code: 0x02, .. })),
+        "3.1.1 keep-alive above the cap: expected CONNACK 0x02, got {first:?}"
+    );
+    refused.expect_closed(Duration::from_secs(5)).await;
+    let mut within = Connect::new(Version::V4, "asks-1-v4");
+    within.keep_alive = 1;
+    let (mut v4, _) = Raw::connect(broker.addr, &within).await;
     let start = Instant::now();
     v5.expect_closed(Duration::from_secs(5)).await;
     v4.expect_closed(Duration::from_secs(5)).await;
@@ -358,4 +369,92 @@ async fn puback_reason_without_subscribers() {
         reason == 0x00 || reason == 0x10,
         "PUBACK reason {reason:#04x}"
     );
+}
+
+/// CONNECT property Request Problem Information (the codec has no name for it).
+const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
+
+/// A DISCONNECT the server sends for a protocol violation carries the reason code and a
+/// Reason String saying what was wrong: a PUBLISH to a wildcard topic (0x90), and one
+/// naming a topic alias that was never set (a protocol error, 0x82).
+#[tokio::test]
+async fn server_disconnect_carries_reason_string() {
+    let broker = Broker::start().await;
+    let wildcard = Publish::new("rs/+", 0, b"x");
+    let mut unknown_alias = Publish::new("", 0, b"x");
+    unknown_alias.props = Props::new().with(prop::TOPIC_ALIAS, PropVal::U16(1));
+    for (what, publish, code) in [
+        ("wildcard topic", wildcard, 0x90),
+        ("unknown topic alias", unknown_alias, 0x82),
+    ] {
+        let mut raw = Raw::client(broker.addr, V5, "violator").await;
+        raw.send(&publish.encode(V5)).await;
+        let seen = raw.expect_closed(RECV_TIMEOUT).await;
+        let (reason, props) = seen
+            .iter()
+            .find_map(|p| match p {
+                Packet::Disconnect { reason, props } => Some((*reason, props)),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{what}: closed without DISCONNECT: {seen:?}"));
+        assert_eq!(reason, code, "{what}: DISCONNECT reason code");
+        assert!(
+            props
+                .str(prop::REASON_STRING)
+                .is_some_and(|s| !s.is_empty()),
+            "{what}: DISCONNECT {reason:#04x} without a Reason String: {props:?}"
+        );
+    }
+}
+
+/// A failure PUBACK (0x87, publish denied by an access rule) carries a Reason String,
+/// unless the client's CONNECT set Request Problem Information to 0: then it carries
+/// neither a Reason String nor User Properties [MQTT-3.1.2-29].
+#[tokio::test]
+async fn failure_ack_carries_reason_string_unless_problem_info_off() {
+    let broker = Broker::opts()
+        .config(
+            r##"
+[[acl]]
+permission = "deny"
+action = "publish"
+topic = "denied/#"
+"##,
+        )
+        .start()
+        .await;
+    for (problem_info, wants_text) in [(None, true), (Some(1), true), (Some(0), false)] {
+        let mut connect = Connect::new(V5, "denied");
+        if let Some(v) = problem_info {
+            connect.props = Props::new().with(REQUEST_PROBLEM_INFORMATION, PropVal::Byte(v));
+        }
+        let (mut raw, _) = Raw::connect(broker.addr, &connect).await;
+        let mut publish = Publish::new("denied/t", 1, b"x");
+        publish.pkid = 7;
+        raw.send(&publish.encode(V5)).await;
+        let ack = raw
+            .recv_where("PUBACK", |p| match p {
+                Packet::Puback(a) if a.pkid == 7 => Some(a.clone()),
+                _ => None,
+            })
+            .await;
+        let case = format!("Request Problem Information {problem_info:?}");
+        assert_eq!(ack.reason, 0x87, "{case}: PUBACK reason");
+        let text = ack.props.str(prop::REASON_STRING);
+        if wants_text {
+            assert!(
+                text.is_some_and(|s| !s.is_empty()),
+                "{case}: failure PUBACK without a Reason String: {:?}",
+                ack.props
+            );
+        } else {
+            assert_eq!(text, None, "{case}: Reason String sent anyway");
+            assert!(
+                ack.props.user_properties().is_empty(),
+                "{case}: User Properties sent anyway: {:?}",
+                ack.props
+            );
+        }
+        raw.disconnect().await;
+    }
 }

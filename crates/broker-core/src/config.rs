@@ -76,8 +76,9 @@ pub struct Config {
     pub queue_policy: QueuePolicy,
     /// Seconds a new connection has to send its CONNECT.
     pub connect_timeout_secs: u64,
-    /// Cap on client keep-alive, seconds (5.0 clients are told via Server Keep Alive;
-    /// 3.1.1 clients asking for more are held to it). 0 means no cap.
+    /// Cap on client keep-alive, seconds. 5.0 clients asking for more (or for none) are
+    /// told the cap via Server Keep Alive; 3.1.1 clients, who cannot be told, are
+    /// refused (CONNACK 0x02). 0 means no cap.
     pub max_keep_alive_secs: u16,
     /// Cap on session expiry interval, seconds.
     pub max_session_expiry_secs: u32,

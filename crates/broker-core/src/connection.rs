@@ -202,6 +202,9 @@ struct Connection {
     problem_info: bool,
     wbuf: BytesMut,
     want_drain: bool,
+    /// Sessions queued above their bound by this client's publishes (backpressure):
+    /// we stop reading the client, though not writing to it, until they have room.
+    blocked: Vec<Arc<Session>>,
 }
 
 impl Connection {
@@ -229,6 +232,17 @@ impl Connection {
             Some(refuse(
                 reason::CLIENT_ID_NOT_VALID,
                 "empty client id needs clean session",
+            ))
+        } else if protocol == Protocol::V4
+            && cfg.max_keep_alive_secs > 0
+            && c.keep_alive > cfg.max_keep_alive_secs
+        {
+            // 3.1.1 has no Server Keep Alive: a client held to a shorter keep-alive than
+            // it asked for would be dropped while behaving correctly. Refuse it openly,
+            // as Mosquitto does (return code 0x02).
+            Some(refuse(
+                reason::CLIENT_ID_NOT_VALID,
+                "3.1.1 keep-alive above max_keep_alive_secs",
             ))
         } else if c.authentication_method.is_some() {
             Some(refuse(
@@ -324,6 +338,7 @@ impl Connection {
             problem_info: c.request_problem_information != Some(0),
             wbuf: BytesMut::new(),
             want_drain: true,
+            blocked: Vec::new(),
         };
         conn.send(&Packet::ConnAck(ack));
         conn.resend_inflight();
@@ -341,12 +356,13 @@ impl Connection {
         let keep_alive = tokio::time::sleep(idle);
         tokio::pin!(keep_alive);
         let (mut rd, mut wr) = stream.split();
+        let bound = self.shared.config.max_queued_messages;
 
         let exit = loop {
             if self.want_drain && self.wbuf.len() < WBUF_HIGH {
                 self.want_drain = self.drain();
             }
-            let can_read = self.wbuf.len() < WBUF_HIGH;
+            let can_read = self.wbuf.len() < WBUF_HIGH && self.blocked.is_empty();
             tokio::select! {
                 biased;
                 _ = &mut self.kick => break Exit::TakenOver,
@@ -369,23 +385,37 @@ impl Connection {
                     Err(e) => break Exit::Lost(e.to_string()),
                 },
                 _ = session.wake.notified(), if !self.want_drain => self.want_drain = true,
+                _ = wait_for_room(&self.blocked, bound), if !self.blocked.is_empty() => {
+                    self.blocked.clear();
+                    // Packets read before we stopped are handled now, not at the next read.
+                    if let Err(exit) = self.process(&mut rbuf, max_in).await {
+                        break exit;
+                    }
+                }
                 _ = &mut keep_alive, if self.keep_alive.is_some() => {
                     // Re-armed lazily: a timer reset per packet would cost more than
                     // one check per keep-alive period.
                     let deadline = last_read + idle;
-                    if Instant::now() >= deadline {
+                    // A client we have stopped reading is not silent: we are.
+                    if Instant::now() >= deadline && self.blocked.is_empty() {
                         break Exit::KeepAlive;
                     }
-                    keep_alive.as_mut().reset(deadline.into());
+                    let next = if self.blocked.is_empty() {
+                        deadline
+                    } else {
+                        Instant::now() + idle
+                    };
+                    keep_alive.as_mut().reset(next.into());
                 }
             }
         };
         self.close(stream, exit).await;
     }
 
-    /// Handles every complete packet in `rbuf`.
+    /// Handles every complete packet in `rbuf`, or those up to a publish that filled a
+    /// subscriber's queue under the backpressure policy.
     async fn process(&mut self, rbuf: &mut BytesMut, max_in: usize) -> Result<(), Exit> {
-        loop {
+        while self.blocked.is_empty() {
             let packet = match codec::decode(rbuf, self.protocol, max_in) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
@@ -393,6 +423,7 @@ impl Connection {
             };
             self.handle(packet).await?;
         }
+        Ok(())
     }
 
     async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
@@ -586,10 +617,9 @@ impl Connection {
             }
         }
         let routed = shared.route(&msg);
-        for s in &routed.full {
-            s.wait_for_room(shared.config.max_queued_messages).await;
-        }
-        Ok(if routed.matched == 0 {
+        let matched = routed.matched;
+        self.blocked.extend(routed.full);
+        Ok(if matched == 0 {
             reason::NO_MATCHING_SUBSCRIBERS
         } else {
             reason::SUCCESS
@@ -921,6 +951,13 @@ impl Connection {
             Exit::Shutdown => "server shutting down",
         };
         tracing::info!(peer = %self.peer, client_id = %self.client_id, "client disconnected: {why}");
+    }
+}
+
+/// Resolves once every session in `sessions` has room below `bound` (or is offline).
+async fn wait_for_room(sessions: &[Arc<Session>], bound: usize) {
+    for s in sessions {
+        s.wait_for_room(bound).await;
     }
 }
 
