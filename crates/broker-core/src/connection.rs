@@ -29,6 +29,9 @@ use crate::topic;
 const WBUF_HIGH: usize = 64 * 1024;
 /// Deliveries taken from a session per lock.
 const DRAIN_BATCH: usize = 64;
+/// Read buffer reserved when the socket is readable. Buffers are released whenever they
+/// drain, so that an idle connection holds none (memory per idle client).
+const READ_CHUNK: usize = 8 * 1024;
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -94,11 +97,29 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
     shared.open_connections.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard(&shared);
     let _ = stream.set_nodelay(true);
+    // A future is as large as everything it may await, and this task lives as long as
+    // the client stays connected: the handshake, packet processing and the close are
+    // boxed so that an idle client holds only the wait loop (memory per connection).
+    let accepted = Box::pin(handshake(&shared, &mut stream, peer)).await;
+    if let Some((conn, mut rbuf)) = accepted {
+        if rbuf.is_empty() {
+            rbuf = BytesMut::new();
+        }
+        conn.run(stream, rbuf).await;
+    }
+}
+
+/// Reads and answers CONNECT; the connection and any bytes read past CONNECT.
+async fn handshake(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+) -> Option<(Connection, BytesMut)> {
     let mut rbuf = BytesMut::with_capacity(1024);
     let max = shared.config.max_packet_size as usize;
     let connect = tokio::time::timeout(
         shared.config.connect_timeout(),
-        read_connect(&mut stream, &mut rbuf, max),
+        read_connect(stream, &mut rbuf, max),
     )
     .await;
     let connect = match connect {
@@ -109,22 +130,21 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
                 code: reason::UNSUPPORTED_PROTOCOL_VERSION,
                 ..ConnAck::default()
             });
-            write_and_close(&mut stream, &ack, Protocol::V4).await;
-            return;
+            write_and_close(stream, &ack, Protocol::V4).await;
+            return None;
         }
         Ok(Err(e)) => {
             Metrics::inc(&shared.metrics.protocol_errors);
             tracing::info!(%peer, reason = %e, "closed before CONNECT");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::info!(%peer, "closed: no CONNECT within the connect timeout");
-            return;
+            return None;
         }
     };
-    if let Some(conn) = Connection::accept(&shared, &mut stream, peer, connect).await {
-        conn.run(stream, rbuf).await;
-    }
+    let conn = Connection::accept(shared, stream, peer, connect).await?;
+    Some((conn, rbuf))
 }
 
 #[derive(Debug)]
@@ -189,7 +209,8 @@ struct Connection {
     username: Option<Arc<str>>,
     session: Arc<Session>,
     kick: oneshot::Receiver<u8>,
-    will: Option<Will>,
+    /// Boxed: most clients have none, and it is large.
+    will: Option<Box<Will>>,
     keep_alive: Option<Duration>,
     /// The client's Maximum Packet Size: larger messages are not sent to it.
     max_out: usize,
@@ -328,7 +349,7 @@ impl Connection {
             username: c.username.map(Into::into),
             session,
             kick,
-            will: c.will,
+            will: c.will.map(Box::new),
             keep_alive: (keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             max_out: c.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
@@ -355,7 +376,7 @@ impl Connection {
             .unwrap_or(Duration::from_secs(365 * 24 * 3600));
         let keep_alive = tokio::time::sleep(idle);
         tokio::pin!(keep_alive);
-        let (mut rd, mut wr) = stream.split();
+        let (rd, mut wr) = stream.split();
         let bound = self.shared.config.max_queued_messages;
 
         let exit = loop {
@@ -368,27 +389,39 @@ impl Connection {
                 _ = &mut self.kick => break Exit::TakenOver,
                 _ = shutdown.changed() => break Exit::Shutdown,
                 r = wr.write(&self.wbuf), if !self.wbuf.is_empty() => match r {
-                    Ok(n) => self.wbuf.advance(n),
-                    Err(e) => break Exit::Lost(e.to_string()),
-                },
-                r = rd.read_buf(&mut rbuf), if can_read => match r {
-                    Ok(0) => break Exit::Lost("connection closed by client".into()),
-                    Ok(_) => {
-                        last_read = Instant::now();
-                        if let Err(exit) = self.process(&mut rbuf, max_in).await {
-                            break exit;
-                        }
-                        if rbuf.capacity() - rbuf.len() < 512 {
-                            rbuf.reserve(4096);
+                    Ok(n) => {
+                        self.wbuf.advance(n);
+                        if self.wbuf.is_empty() {
+                            self.wbuf = BytesMut::new();
                         }
                     }
                     Err(e) => break Exit::Lost(e.to_string()),
+                },
+                r = rd.readable(), if can_read => {
+                    if let Err(e) = r {
+                        break Exit::Lost(e.to_string());
+                    }
+                    rbuf.reserve(READ_CHUNK);
+                    match rd.try_read_buf(&mut rbuf) {
+                        Ok(0) => break Exit::Lost("connection closed by client".into()),
+                        Ok(_) => {
+                            last_read = Instant::now();
+                            if let Err(exit) = Box::pin(self.process(&mut rbuf, max_in)).await {
+                                break exit;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => break Exit::Lost(e.to_string()),
+                    }
+                    if rbuf.is_empty() {
+                        rbuf = BytesMut::new();
+                    }
                 },
                 _ = session.wake.notified(), if !self.want_drain => self.want_drain = true,
                 _ = wait_for_room(&self.blocked, bound), if !self.blocked.is_empty() => {
                     self.blocked.clear();
                     // Packets read before we stopped are handled now, not at the next read.
-                    if let Err(exit) = self.process(&mut rbuf, max_in).await {
+                    if let Err(exit) = Box::pin(self.process(&mut rbuf, max_in)).await {
                         break exit;
                     }
                 }
@@ -409,7 +442,7 @@ impl Connection {
                 }
             }
         };
-        self.close(stream, exit).await;
+        Box::pin(self.close(stream, exit)).await;
     }
 
     /// Handles every complete packet in `rbuf`, or those up to a publish that filled a
@@ -920,7 +953,12 @@ impl Connection {
 
         let shared = self.shared.clone();
         let generation = shared.detach(&self.session, self.conn_id);
-        if let Some(will) = self.will.take().filter(|_| exit.publishes_will()) {
+        if let Some(will) = self
+            .will
+            .take()
+            .filter(|_| exit.publishes_will())
+            .map(|w| *w)
+        {
             match generation {
                 Some(g) => shared.schedule_will(&self.session, g, will, self.username.clone()),
                 // Taken over: the client is back, so only a will without delay is due.
