@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::mpsc;
 
 use crate::acl::Acl;
 use crate::cluster_api::{ClusterApi, SingleNode};
@@ -94,7 +94,8 @@ pub(crate) struct Shared {
     pub retained: RwLock<RetainedStore<Arc<Message>>>,
     pub open_connections: AtomicUsize,
     next_conn_id: AtomicU64,
-    pub shutdown: watch::Receiver<bool>,
+    /// Set once when the broker stops; every session is then woken to see it.
+    pub shutting_down: AtomicBool,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -238,8 +239,8 @@ impl Shared {
     }
 
     /// Attaches a new connection to `client_id`'s session, taking it over from any
-    /// connection that holds it. Returns the session, whether it was resumed (session
-    /// present) and the receiver that tells this connection when it is taken over.
+    /// connection that holds it (that one is woken, finds itself detached and closes).
+    /// Returns the session and whether it was resumed (session present).
     pub fn attach(
         &self,
         client_id: &Arc<str>,
@@ -248,14 +249,13 @@ impl Shared {
         protocol: Protocol,
         expiry_secs: u32,
         window: usize,
-    ) -> (Arc<Session>, bool, oneshot::Receiver<u8>) {
-        let (kick_tx, kick_rx) = oneshot::channel();
+    ) -> (Arc<Session>, bool) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let existing = sessions.get(client_id).cloned();
         if let Some(old) = &existing {
-            if let Some(att) = old.lock().attached.take() {
+            if old.lock().attached.take().is_some() {
                 old.set_online(false);
-                let _ = att.kick.send(crate::packet::reason::SESSION_TAKEN_OVER);
+                old.wake.notify_waiters();
             }
         }
         let (session, present) = match existing {
@@ -272,17 +272,14 @@ impl Shared {
         drop(sessions);
         {
             let mut st = session.lock();
-            st.attached = Some(Attachment {
-                conn_id,
-                kick: kick_tx,
-            });
+            st.attached = Some(Attachment { conn_id });
             st.generation += 1;
             st.protocol = Some(protocol);
             st.expiry_secs = expiry_secs;
             st.window = window;
         }
         session.set_online(true);
-        (session, present, kick_rx)
+        (session, present)
     }
 
     /// Detaches connection `conn_id` from `session` (if it still holds it) and starts the
@@ -431,7 +428,6 @@ impl BrokerHandle {
 pub struct Broker {
     shared: Arc<Shared>,
     listener: TcpListener,
-    shutdown_tx: watch::Sender<bool>,
 }
 
 impl Broker {
@@ -445,7 +441,6 @@ impl Broker {
         cluster: Arc<dyn ClusterApi>,
     ) -> io::Result<Broker> {
         let listener = TcpListener::bind(config.mqtt_addr).await?;
-        let (shutdown_tx, shutdown) = watch::channel(false);
         let shared = Arc::new(Shared {
             acl: Acl::new(config.acl.clone()),
             config,
@@ -456,13 +451,9 @@ impl Broker {
             retained: RwLock::new(RetainedStore::new()),
             open_connections: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(0),
-            shutdown,
+            shutting_down: AtomicBool::new(false),
         });
-        Ok(Broker {
-            shared,
-            listener,
-            shutdown_tx,
-        })
+        Ok(Broker { shared, listener })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -509,7 +500,18 @@ impl Broker {
             }
         }
         tracing::info!("shutting down: closing client connections");
-        let _ = self.shutdown_tx.send(true);
+        self.shared.shutting_down.store(true, Ordering::Release);
+        let sessions: Vec<Arc<Session>> = self
+            .shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in sessions {
+            s.wake.notify_waiters();
+        }
         drop(done_tx);
         let _ = tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await;
         Ok(())

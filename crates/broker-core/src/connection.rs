@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 use crate::broker::{Message, Shared, SubEntry};
 use crate::cluster_api::DurableEvent;
@@ -208,7 +207,6 @@ struct Connection {
     client_id: Arc<str>,
     username: Option<Arc<str>>,
     session: Arc<Session>,
-    kick: oneshot::Receiver<u8>,
     /// Boxed: most clients have none, and it is large.
     will: Option<Box<Will>>,
     keep_alive: Option<Duration>,
@@ -315,7 +313,7 @@ impl Connection {
             write_and_close(stream, &ack, protocol).await;
             return None;
         }
-        let (session, present, kick) = shared.attach(
+        let (session, present) = shared.attach(
             &client_id,
             c.clean_start,
             conn_id,
@@ -348,7 +346,6 @@ impl Connection {
             client_id,
             username: c.username.map(Into::into),
             session,
-            kick,
             will: c.will.map(Box::new),
             keep_alive: (keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
@@ -367,7 +364,6 @@ impl Connection {
     }
 
     async fn run(mut self, mut stream: TcpStream, mut rbuf: BytesMut) {
-        let mut shutdown = self.shared.shutdown.clone();
         let session = self.session.clone();
         let max_in = self.shared.config.max_packet_size as usize;
         let mut last_read = Instant::now();
@@ -379,15 +375,26 @@ impl Connection {
         let (rd, mut wr) = stream.split();
         let bound = self.shared.config.max_queued_messages;
 
+        // One registered wake-up, kept across iterations and re-armed only when it fires:
+        // registered before the checks below, a takeover or shutdown between them and
+        // the `select!` still wakes us, and a wake-up that lands while we are busy is
+        // kept, not dropped with a per-iteration future.
+        let wake = session.wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
         let exit = loop {
+            if self.shared.shutting_down.load(Ordering::Acquire) {
+                break Exit::Shutdown;
+            }
+            if !session.is_attached(self.conn_id) {
+                break Exit::TakenOver;
+            }
             if self.want_drain && self.wbuf.len() < WBUF_HIGH {
                 self.want_drain = self.drain();
             }
             let can_read = self.wbuf.len() < WBUF_HIGH && self.blocked.is_empty();
             tokio::select! {
                 biased;
-                _ = &mut self.kick => break Exit::TakenOver,
-                _ = shutdown.changed() => break Exit::Shutdown,
                 r = wr.write(&self.wbuf), if !self.wbuf.is_empty() => match r {
                     Ok(n) => {
                         self.wbuf.advance(n);
@@ -417,7 +424,13 @@ impl Connection {
                         rbuf = BytesMut::new();
                     }
                 },
-                _ = session.wake.notified(), if !self.want_drain => self.want_drain = true,
+                // Polled even while draining, so that a busy or stuck connection still
+                // learns at once that it was taken over or that the broker stops.
+                _ = &mut wake => {
+                    self.want_drain = true;
+                    wake.set(session.wake.notified());
+                    wake.as_mut().enable();
+                }
                 _ = wait_for_room(&self.blocked, bound), if !self.blocked.is_empty() => {
                     self.blocked.clear();
                     // Packets read before we stopped are handled now, not at the next read.
@@ -765,6 +778,7 @@ impl Connection {
         for d in retained {
             if !Session::expired(&d.msg, now) {
                 shared.enqueue(&self.session, d, &mut routed);
+                self.want_drain = true;
             }
         }
         Ok(())
@@ -952,6 +966,11 @@ impl Connection {
         let _ = stream.shutdown().await;
 
         let shared = self.shared.clone();
+        if matches!(exit, Exit::TakenOver) {
+            // The session's new connection shares its wake-up; one meant for it may have
+            // reached us instead.
+            self.session.wake.notify_one();
+        }
         let generation = shared.detach(&self.session, self.conn_id);
         if let Some(will) = self
             .will

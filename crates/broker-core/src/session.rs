@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 use crate::broker::Message;
 use crate::packet::{Protocol, QoS, RetainHandling};
@@ -50,12 +50,11 @@ pub(crate) struct SubOptions {
     pub sub_id: Option<u32>,
 }
 
-/// The connection currently attached to a session.
+/// The connection currently attached to a session. A connection that finds itself no
+/// longer attached when woken has been taken over, and closes.
 #[derive(Debug)]
 pub(crate) struct Attachment {
     pub conn_id: u64,
-    /// Fired with a v5 reason code to make that connection close (takeover).
-    pub kick: oneshot::Sender<u8>,
 }
 
 /// What `enqueue` did with a delivery.
@@ -152,6 +151,11 @@ impl Session {
 
     pub fn is_online(&self) -> bool {
         self.online.load(Ordering::Acquire)
+    }
+
+    /// Whether connection `conn_id` still holds this session.
+    pub fn is_attached(&self, conn_id: u64) -> bool {
+        self.lock().attached.as_ref().map(|a| a.conn_id) == Some(conn_id)
     }
 
     pub fn set_online(&self, online: bool) {
