@@ -24,6 +24,7 @@ use crate::packet::{MessageProperties, Protocol, QoS, Will};
 use crate::retained::RetainedStore;
 use crate::session::{Attachment, Delivery, Enqueued, Session, SubOptions};
 use crate::subscriptions::{Match, SubscriptionTree};
+use crate::wire::WireCache;
 
 /// An application message as routed: built once per PUBLISH and shared, payload
 /// included, by every session it goes to.
@@ -38,6 +39,8 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The publishing client, for v5 no-local.
     pub publisher: Option<Arc<str>>,
+    /// Its encoded PUBLISH header, shared by the subscribers it goes to.
+    pub wire: WireCache,
 }
 
 impl Message {
@@ -60,6 +63,7 @@ impl Message {
             properties,
             expires_at,
             publisher,
+            wire: WireCache::default(),
         }
     }
 }

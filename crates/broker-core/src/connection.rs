@@ -28,8 +28,9 @@ use crate::topic;
 const WBUF_HIGH: usize = 64 * 1024;
 /// Deliveries taken from a session per lock.
 const DRAIN_BATCH: usize = 64;
-/// Read buffer reserved when the socket is readable. Buffers are released whenever they
-/// drain, so that an idle connection holds none (memory per idle client).
+/// Read buffer reserved when the socket is readable. A busy connection keeps its
+/// buffers (no allocation per read or write); an idle one releases them at its next
+/// keep-alive check, and one that has only connected never had any.
 const READ_CHUNK: usize = 8 * 1024;
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
@@ -396,12 +397,7 @@ impl Connection {
             tokio::select! {
                 biased;
                 r = wr.write(&self.wbuf), if !self.wbuf.is_empty() => match r {
-                    Ok(n) => {
-                        self.wbuf.advance(n);
-                        if self.wbuf.is_empty() {
-                            self.wbuf = BytesMut::new();
-                        }
-                    }
+                    Ok(n) => self.wbuf.advance(n),
                     Err(e) => break Exit::Lost(e.to_string()),
                 },
                 r = rd.readable(), if can_read => {
@@ -419,9 +415,6 @@ impl Connection {
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => break Exit::Lost(e.to_string()),
-                    }
-                    if rbuf.is_empty() {
-                        rbuf = BytesMut::new();
                     }
                 },
                 // Polled even while draining, so that a busy or stuck connection still
@@ -442,6 +435,12 @@ impl Connection {
                     // Re-armed lazily: a timer reset per packet would cost more than
                     // one check per keep-alive period.
                     let deadline = last_read + idle;
+                    if rbuf.is_empty() && last_read.elapsed() >= idle / 2 {
+                        rbuf = BytesMut::new();
+                    }
+                    if self.wbuf.is_empty() && !self.want_drain {
+                        self.wbuf = BytesMut::new();
+                    }
                     // A client we have stopped reading is not silent: we are.
                     if Instant::now() >= deadline && self.blocked.is_empty() {
                         break Exit::KeepAlive;
@@ -877,6 +876,47 @@ impl Connection {
     /// Maximum Packet Size (a message it cannot take is dropped, v5 §3.1.2.11.4).
     fn send_publish(&mut self, d: &Delivery, pkid: u16, dup: bool, now: Instant) {
         let msg = &d.msg;
+        let start = self.wbuf.len();
+        // Every 3.1.1 subscriber, and every 5.0 one without per-subscriber fields, gets
+        // the same bytes but for flags and packet id: copy the message's shared header.
+        let uniform = self.protocol == Protocol::V4
+            || (d.sub_ids.is_empty() && msg.expires_at.is_none() && self.aliases_out_max == 0);
+        let fast = uniform
+            .then(|| msg.write_publish(self.protocol, d.qos, dup, d.retain, pkid, &mut self.wbuf))
+            .flatten();
+        let written = match fast {
+            Some(n) => Ok(n),
+            None => self.encode_publish(d, pkid, dup, now),
+        };
+        match written {
+            Ok(n) if n > self.max_out => {
+                self.wbuf.truncate(start);
+                Metrics::inc(&self.shared.metrics.dropped_too_large);
+                if pkid != 0 {
+                    self.session.lock().complete(pkid, Stage::Published);
+                }
+                self.want_drain = true;
+            }
+            Ok(_) => Metrics::inc(&self.shared.metrics.publish_sent),
+            Err(e) => {
+                tracing::warn!(client_id = %self.client_id, error = %e, "could not encode PUBLISH");
+                if pkid != 0 {
+                    self.session.lock().complete(pkid, Stage::Published);
+                }
+            }
+        }
+    }
+
+    /// The full encoding, for what differs per subscriber: v5 subscription identifiers,
+    /// the remaining message expiry, outbound topic aliases.
+    fn encode_publish(
+        &mut self,
+        d: &Delivery,
+        pkid: u16,
+        dup: bool,
+        now: Instant,
+    ) -> Result<usize, codec::EncodeError> {
+        let msg = &d.msg;
         let v5 = self.protocol == Protocol::V5;
         let mut properties = if v5 {
             msg.properties.clone()
@@ -889,7 +929,11 @@ impl Connection {
             properties.message_expiry_interval =
                 Some(left.as_secs() as u32 + u32::from(left.subsec_nanos() > 0));
         }
-        let known_alias = self.aliases_out.get(&msg.topic).copied();
+        let known_alias = if self.aliases_out_max > 0 {
+            self.aliases_out.get(&msg.topic).copied()
+        } else {
+            None
+        };
         let new_alias = match known_alias {
             None if v5 && (self.aliases_out.len() as u16) < self.aliases_out_max => {
                 Some(self.aliases_out.len() as u16 + 1)
@@ -912,30 +956,12 @@ impl Connection {
             properties,
         };
         tracing::trace!(client_id = %self.client_id, "out: {publish:?}");
-        let start = self.wbuf.len();
-        match codec::encode(&Packet::Publish(publish), self.protocol, &mut self.wbuf) {
-            Ok(n) if n > self.max_out => {
-                self.wbuf.truncate(start);
-                Metrics::inc(&self.shared.metrics.dropped_too_large);
-                if pkid != 0 {
-                    let mut st = self.session.lock();
-                    st.complete(pkid, Stage::Published);
-                }
-                self.want_drain = true;
-            }
-            Ok(_) => {
-                Metrics::inc(&self.shared.metrics.publish_sent);
-                if let Some(alias) = new_alias {
-                    self.aliases_out.insert(msg.topic.clone(), alias);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(client_id = %self.client_id, error = %e, "could not encode PUBLISH");
-                if pkid != 0 {
-                    self.session.lock().complete(pkid, Stage::Published);
-                }
-            }
+        let n = codec::encode(&Packet::Publish(publish), self.protocol, &mut self.wbuf)?;
+        // An alias counts only once the client has received the packet that sets it.
+        if let (Some(alias), true) = (new_alias, n <= self.max_out) {
+            self.aliases_out.insert(msg.topic.clone(), alias);
         }
+        Ok(n)
     }
 
     fn send(&mut self, packet: &Packet) {

@@ -11,6 +11,7 @@
 //! - `session`: per-client session state: queues, in-flight window, packet ids.
 //! - `connection`: one task per socket: CONNECT, the packet loop, keep-alive, will.
 //! - `retained`: the retained-message store.
+//! - `wire`: a message's PUBLISH header, encoded once and shared by its subscribers.
 //! - `metrics`: counters the server exposes.
 
 pub mod acl;
@@ -25,6 +26,7 @@ pub mod retained;
 mod session;
 pub mod subscriptions;
 pub mod topic;
+pub mod wire;
 
 pub use broker::Broker;
 pub use cluster_api::{ClusterApi, SingleNode};
