@@ -23,6 +23,12 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::Cli;
 use crate::config::Settings;
 
+/// mimalloc rather than glibc's malloc: 21% fewer instructions per delivered message
+/// (callgrind, QoS 0 4 -> 4: 2,057 against 2,612), for about 0.5 KiB more per idle
+/// connection. The allocator was a quarter of the hot path's profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 

@@ -1,0 +1,189 @@
+//! The result of a run: the one-line JSON contract the comparison script parses (field
+//! names and order are part of it) and the readable table on stderr.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::cli::Params;
+use crate::procfs::RssReport;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub broker: String,
+    pub params: ParamsOut,
+    pub elapsed_s: f64,
+    pub published: u64,
+    pub acked: u64,
+    pub delivered: u64,
+    pub expected: u64,
+    pub deliveries_per_sec: f64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub latency_us: Option<Latency>,
+    pub connections: Option<Connections>,
+    pub broker_rss_kib: Option<RssReport>,
+    pub rss_per_connection_kib: Option<f64>,
+    pub loadgen_cpu_pct: f64,
+    pub error: Option<String>,
+    /// Extra lines for the table only (stalls, disconnects, unacknowledged messages).
+    #[serde(skip)]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ParamsOut {
+    pub publishers: u32,
+    pub subscribers: u32,
+    pub qos: u8,
+    pub payload: u32,
+    pub window: u64,
+    pub inflight: u16,
+    pub open_loop: bool,
+    pub rate: Option<u64>,
+    pub duration_s: f64,
+    pub connections: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Connections {
+    pub target: u32,
+    pub established: u32,
+    pub failed: u32,
+    pub connects_per_sec: f64,
+}
+
+impl ParamsOut {
+    pub fn new(p: &Params) -> ParamsOut {
+        ParamsOut {
+            publishers: p.publishers,
+            subscribers: p.subscribers,
+            qos: p.qos,
+            payload: p.payload,
+            window: p.window,
+            inflight: p.inflight,
+            open_loop: p.open_loop,
+            rate: p.rate,
+            duration_s: p.duration_s,
+            connections: p.connections,
+        }
+    }
+}
+
+impl Report {
+    /// An empty report for `params`, to be filled in by the scenario.
+    pub fn new(params: &Params, broker: String) -> Report {
+        Report {
+            scenario: params.scenario.name(),
+            broker,
+            params: ParamsOut::new(params),
+            elapsed_s: 0.0,
+            published: 0,
+            acked: 0,
+            delivered: 0,
+            expected: 0,
+            deliveries_per_sec: 0.0,
+            lost: 0,
+            duplicated: 0,
+            reordered: 0,
+            latency_us: None,
+            connections: None,
+            broker_rss_kib: None,
+            rss_per_connection_kib: None,
+            loadgen_cpu_pct: 0.0,
+            error: None,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).expect("plain data serialises")
+    }
+
+    /// The human-readable summary.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let mut row = |k: &str, v: String| {
+            let _ = writeln!(t, "  {k:<22} {v}");
+        };
+        let p = &self.params;
+        row("scenario", format!("{} on {}", self.scenario, self.broker));
+        if let Some(c) = &self.connections {
+            row("connections", format!("{} of {}", c.established, c.target));
+            row("failed", c.failed.to_string());
+            row("connects/s", format!("{:.0}", c.connects_per_sec));
+        } else {
+            row(
+                "clients",
+                format!(
+                    "{} pub -> {} sub, QoS {}, {} B, {}",
+                    p.publishers,
+                    p.subscribers,
+                    p.qos,
+                    p.payload,
+                    match (p.rate, p.open_loop) {
+                        (Some(r), _) => format!("{r} msgs/s per publisher"),
+                        (None, true) => "open loop".to_string(),
+                        (None, false) => format!("closed loop W={}", p.window),
+                    }
+                ),
+            );
+            row("elapsed", format!("{:.2} s", self.elapsed_s));
+            row(
+                "published / acked",
+                format!("{} / {}", self.published, self.acked),
+            );
+            row(
+                "delivered / expected",
+                format!("{} / {}", self.delivered, self.expected),
+            );
+            row("deliveries/s", format!("{:.0}", self.deliveries_per_sec));
+            row(
+                "lost / dup / reorder",
+                format!("{} / {} / {}", self.lost, self.duplicated, self.reordered),
+            );
+        }
+        if let Some(l) = &self.latency_us {
+            row(
+                "latency us",
+                format!("p50 {} p99 {} p99.9 {} max {}", l.p50, l.p99, l.p999, l.max),
+            );
+        }
+        if let Some(r) = &self.broker_rss_kib {
+            row(
+                "broker RSS KiB",
+                format!("idle {} max {} end {}", r.idle, r.max, r.end),
+            );
+        }
+        if let Some(k) = self.rss_per_connection_kib {
+            row("RSS per connection", format!("{k:.2} KiB"));
+        }
+        row(
+            "loadgen CPU",
+            format!("{:.1}% of one core", self.loadgen_cpu_pct),
+        );
+        for note in &self.notes {
+            row("note", note.clone());
+        }
+        if let Some(e) = &self.error {
+            row("ERROR", e.clone());
+        }
+        t
+    }
+}
+
+/// Rounds for the JSON: more digits would only be noise.
+pub fn round(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
+}
