@@ -390,7 +390,9 @@ impl Connection {
             if !session.is_attached(self.conn_id) {
                 break Exit::TakenOver;
             }
-            if self.want_drain && self.wbuf.len() < WBUF_HIGH {
+            // Fill the write buffer in one go: a subscriber fed by many publishers gets
+            // one turn per wake-up, and should move as much as it can with it.
+            while self.want_drain && self.wbuf.len() < WBUF_HIGH {
                 self.want_drain = self.drain();
             }
             let can_read = self.wbuf.len() < WBUF_HIGH && self.blocked.is_empty();
