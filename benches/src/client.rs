@@ -59,8 +59,9 @@ impl Client {
             wbuf: BytesMut::with_capacity(64 << 10),
         };
         let mut connect = v4::Connect::new(client_id);
-        // No pings to send: idle and throttled clients must not be dropped for silence.
-        connect.keep_alive = 0;
+        // Long enough that no run needs a ping, so idle and throttled clients are never
+        // dropped for silence. Not 0: rumqttd 0.20 refuses a zero keep-alive.
+        connect.keep_alive = 3600;
         connect.write(&mut client.wbuf).map_err(codec)?;
         client.flush().await?;
         match client.expect_reply(addr).await? {

@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# Compares raftmq with Mosquitto and rumqttd under the same load, on this machine.
+#
+#   benches/compare.sh [--rounds N] [--duration SECS] [--scenarios "qos0 qos1 ..."]
+#                      [--brokers "raftmq mosquitto rumqttd"] [--out DIR]
+#
+# Installs the peers when missing, builds raftmq and the loadgen in release, then for each
+# round, each scenario and each broker in turn starts a fresh broker on a free loopback
+# port, runs the loadgen against it, stops it, and appends the result line to
+# OUT/raw.jsonl (default OUT: benches/results/<UTC date>). A run that fails is recorded
+# with its error and the comparison goes on. Ends with bench-report OUT (summary.md,
+# summary.json, throughput.svg, latency.svg). See benches/README.md.
+#
+# LOADGEN=/path/to/loadgen uses that binary instead of building one (testing the script).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
+
+rounds=3
+duration=10
+scenarios="qos0 qos1 fanout fanin fanin-shared latency overload connections"
+brokers="raftmq mosquitto rumqttd"
+out=""
+
+# Every wait is bounded, so a hung broker or loadgen costs minutes, never the whole run.
+START_TIMEOUT=15   # s for a broker to accept TCP
+STOP_TIMEOUT=10    # s between SIGTERM and SIGKILL
+BUILD_TIMEOUT=3600 # s for a cargo build or install
+
+usage() {
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    exit "${1:-0}"
+}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --rounds) rounds=${2:?}; shift 2 ;;
+        --duration) duration=${2:?}; shift 2 ;;
+        --scenarios) scenarios=${2:?}; shift 2 ;;
+        --brokers) brokers=${2:?}; shift 2 ;;
+        --out) out=${2:?}; shift 2 ;;
+        -h|--help) usage 0 ;;
+        *) echo "compare.sh: unknown argument $1" >&2; usage 2 ;;
+    esac
+done
+case $rounds in '' | *[!0-9]* | 0) echo "compare.sh: --rounds wants a positive integer" >&2; exit 2 ;; esac
+case $duration in '' | *[!0-9.]*) echo "compare.sh: --duration wants seconds" >&2; exit 2 ;; esac
+for b in $brokers; do
+    case $b in raftmq | mosquitto | rumqttd) ;; *) echo "compare.sh: unknown broker $b" >&2; exit 2 ;; esac
+done
+
+log() { printf '[compare %s] %s\n' "$(date -u +%T)" "$*" >&2; }
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+# --- peers -------------------------------------------------------------------------------
+
+find_mosquitto() { command -v mosquitto || { [ -x /usr/sbin/mosquitto ] && echo /usr/sbin/mosquitto; } || true; }
+find_rumqttd() { command -v rumqttd || { [ -x "$CARGO_BIN/rumqttd" ] && echo "$CARGO_BIN/rumqttd"; } || true; }
+
+MOSQUITTO=""
+RUMQTTD=""
+case " $brokers " in *" mosquitto "*)
+    MOSQUITTO=$(find_mosquitto)
+    if [ -z "$MOSQUITTO" ]; then
+        log "installing mosquitto (apt)"
+        $SUDO timeout "$BUILD_TIMEOUT" apt-get update
+        DEBIAN_FRONTEND=noninteractive $SUDO timeout "$BUILD_TIMEOUT" apt-get install -y mosquitto
+        MOSQUITTO=$(find_mosquitto)
+    fi
+    [ -n "$MOSQUITTO" ] || { echo "compare.sh: mosquitto not found after install" >&2; exit 1; }
+esac
+case " $brokers " in *" rumqttd "*)
+    RUMQTTD=$(find_rumqttd)
+    if [ -z "$RUMQTTD" ] || ! "$RUMQTTD" --version 2>/dev/null | grep -q ' 0\.20\.0'; then
+        # Not --locked: 0.20.0's lock file pins a crate that no longer builds.
+        log "installing rumqttd 0.20.0 (cargo install, several minutes)"
+        timeout "$BUILD_TIMEOUT" cargo install rumqttd --version 0.20.0
+        RUMQTTD=$CARGO_BIN/rumqttd
+    fi
+esac
+
+# --- build ---------------------------------------------------------------------------------
+
+packages=(-p raftmq -p raftmq-bench-report)
+[ -n "${LOADGEN:-}" ] || packages+=(-p raftmq-benches)
+log "building ${packages[*]} (release)"
+(cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release "${packages[@]}")
+RAFTMQ=$TARGET/release/raftmq
+REPORT=$TARGET/release/bench-report
+LOADGEN=${LOADGEN:-$TARGET/release/loadgen}
+for bin in "$RAFTMQ" "$REPORT" "$LOADGEN"; do
+    [ -x "$bin" ] || { echo "compare.sh: $bin missing after the build" >&2; exit 1; }
+done
+
+# --- output and machine --------------------------------------------------------------------
+
+[ -n "$out" ] || out=$ROOT/benches/results/$(date -u +%F)
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+RAW=$out/raw.jsonl
+if [ -s "$RAW" ]; then
+    log "appending to $RAW ($(wc -l <"$RAW") lines already): its runs join the medians"
+fi
+
+# Each broker gets as many descriptors as the hard limit allows (10k connections).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 1048576 2>/dev/null || true
+log "fd limit $(ulimit -n)"
+
+json_str() {
+    local s=$1
+    s=${s//\\/\\\\}
+    s=${s//\"/\\\"}
+    s=$(printf '%s' "$s" | tr '\n\r\t' '   ' | tr -d '\000-\037' | sed 's/ *$//')
+    printf '"%s"' "$s"
+}
+
+cpu=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
+# First line of a command's output; `mosquitto -h` exits non-zero, and `| head` could
+# SIGPIPE the writer, either of which would stop the script under pipefail.
+first_line() {
+    local o
+    o=$("$@" 2>&1 || true)
+    printf '%s' "${o%%$'\n'*}"
+}
+versions="raftmq $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[ -z "$(git -C "$ROOT" status --porcelain 2>/dev/null || true)" ] || versions+=" (uncommitted changes)"
+[ -z "$MOSQUITTO" ] || versions+=", $(first_line "$MOSQUITTO" -h)"
+[ -z "$RUMQTTD" ] || versions+=", $(first_line "$RUMQTTD" --version)"
+cat >"$out/meta.json" <<EOF
+{"date":$(json_str "$(date -u +'%F %H:%M UTC')"),"nproc":$(json_str "$(nproc)"),"cpu":$(json_str "${cpu:-unknown}"),"kernel":$(json_str "$(uname -r)"),"rounds":$rounds,"duration_s":$duration,"brokers":$(json_str "$versions"),"fd_limit":$(json_str "$(ulimit -n)")}
+EOF
+
+# --- brokers -------------------------------------------------------------------------------
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/raftmq-compare.XXXXXX")
+BROKER_PID=""
+LOADGEN_PID=""
+
+cleanup() {
+    if [ -n "$LOADGEN_PID" ]; then
+        # timeout leads its own process group: TERM reaches the loadgen through it, and the
+        # group kill catches a loadgen that ignores it.
+        kill -TERM "$LOADGEN_PID" 2>/dev/null || true
+        sleep 0.5
+        kill -KILL -- "-$LOADGEN_PID" 2>/dev/null || true
+    fi
+    [ -z "$BROKER_PID" ] || kill -KILL "$BROKER_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Below the kernel's ephemeral range (32768+), where the loadgen's 10k client ports live.
+free_port() {
+    local p i
+    for i in $(seq 1 100); do
+        p=$((20000 + RANDOM % 12000))
+        if ! timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$p" 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+write_configs() { # port
+    cat >"$WORK/mosquitto.conf" <<EOF
+listener $1 127.0.0.1
+allow_anonymous true
+# 0 = unlimited: at the default (1000) Mosquitto silently drops QoS 1 messages under load.
+max_queued_messages 0
+# raftmq sets TCP_NODELAY; without it Mosquitto's latency would suffer from Nagle's delay.
+set_tcp_nodelay true
+EOF
+    # Only the v4 listener: the default config's v5, websocket, console and prometheus
+    # listeners would bind fixed ports. next_connection_delay_ms defaults to 1, which
+    # would cap accepts at 1000/s.
+    cat >"$WORK/rumqttd.toml" <<EOF
+id = 0
+
+[router]
+max_connections = 20010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:$1"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 1048576
+    max_inflight_count = 100
+    dynamic_filters = true
+EOF
+}
+
+start_broker() { # name port log
+    local name=$1 port=$2 blog=$3
+    write_configs "$port"
+    case $name in
+        # In WORK so that nothing lands in the caller's directory (./data).
+        raftmq) (cd "$WORK" && exec "$RAFTMQ" --mqtt-addr "127.0.0.1:$port" --max-connections 20000) >"$blog" 2>&1 & ;;
+        mosquitto) "$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$blog" 2>&1 & ;;
+        rumqttd) "$RUMQTTD" -q -c "$WORK/rumqttd.toml" >"$blog" 2>&1 & ;;
+    esac
+    BROKER_PID=$!
+}
+
+wait_ready() { # port
+    local deadline=$((SECONDS + START_TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+        kill -0 "$BROKER_PID" 2>/dev/null || return 1
+        timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+stop_broker() {
+    [ -n "$BROKER_PID" ] || return 0
+    kill -TERM "$BROKER_PID" 2>/dev/null || true
+    local i
+    for i in $(seq 1 $((STOP_TIMEOUT * 10))); do
+        kill -0 "$BROKER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$BROKER_PID" 2>/dev/null; then
+        log "$1 ignored SIGTERM for ${STOP_TIMEOUT}s: SIGKILL"
+        kill -KILL "$BROKER_PID" 2>/dev/null || true
+    fi
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=""
+}
+
+record_error() { # scenario broker round message
+    log "FAILED $1 on $2: $4"
+    printf '{"round":%s,"scenario":%s,"broker":%s,"error":%s}\n' \
+        "$3" "$(json_str "$1")" "$(json_str "$2")" "$(json_str "$4")" >>"$RAW"
+}
+
+# --- runs ----------------------------------------------------------------------------------
+
+run_one() { # round scenario broker
+    local round=$1 scenario=$2 broker=$3 port blog="$WORK/broker.log"
+    local stdout="$WORK/loadgen.out" stderr="$WORK/loadgen.err" rc=0 line
+    if ! port=$(free_port); then
+        record_error "$scenario" "$broker" "$round" "no free port"
+        return
+    fi
+    start_broker "$broker" "$port" "$blog"
+    if ! wait_ready "$port"; then
+        local why="did not accept TCP within ${START_TIMEOUT}s"
+        kill -0 "$BROKER_PID" 2>/dev/null || why="exited at start"
+        record_error "$scenario" "$broker" "$round" \
+            "broker $why: $(tail -n 3 "$blog" | tr '\n' ' ')"
+        stop_broker "$broker"
+        return
+    fi
+
+    # The loadgen bounds its own run; this bounds a loadgen that hangs anyway.
+    local limit
+    limit=$(awk -v d="$duration" 'BEGIN { printf "%d", d * 3 + 120 }')
+    timeout -k 10 "$limit" "$LOADGEN" "$scenario" --broker "127.0.0.1:$port" \
+        --label "$broker" --broker-pid "$BROKER_PID" --duration "$duration" \
+        >"$stdout" 2>"$stderr" &
+    LOADGEN_PID=$!
+    wait "$LOADGEN_PID" || rc=$?
+    LOADGEN_PID=""
+
+    local died=""
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+        died="broker exited during the run: $(tail -n 2 "$blog" | tr '\n' ' ')"
+    fi
+    stop_broker "$broker"
+    {
+        echo "== round $round, $scenario, $broker (exit $rc) =="
+        cat "$stderr"
+    } >>"$out/loadgen.log"
+
+    line=$(grep '^{' "$stdout" | tail -n 1 || true)
+    if [ -z "$line" ]; then
+        local why="loadgen exit $rc, no result line"
+        [ "$rc" -ne 124 ] || why="loadgen timed out after ${limit}s"
+        record_error "$scenario" "$broker" "$round" "$why: $(tail -n 2 "$stderr" | tr '\n' ' ')"
+        return
+    fi
+    # A broker that crashed mid-run must not pass for a clean run.
+    if [ -n "$died" ] && [[ $line == *'"error":null'* ]]; then
+        # Split and join rather than ${//}: bash 5.2 expands & in a replacement.
+        line="${line%%\"error\":null*}\"error\":$(json_str "$died")${line#*\"error\":null}"
+    fi
+    echo "{\"round\":$round,${line#\{}" >>"$RAW"
+    local dps
+    dps=$(grep -o '"deliveries_per_sec":[^,}]*' <<<"$line" | cut -d: -f2 || true)
+    local err
+    err=$(grep -o '"error":"[^"]*"' <<<"$line" | head -1 || true)
+    log "round $round $scenario $broker: ${dps:-?} deliveries/s ${err}"
+}
+
+n_runs=$(($(wc -w <<<"$scenarios") * $(wc -w <<<"$brokers") * rounds))
+log "$n_runs runs of ${duration}s, about $(awk -v n="$n_runs" -v d="$duration" \
+    'BEGIN { printf "%d", n * (d + 4) / 60 + 1 }') min; results in $out"
+i=0
+for round in $(seq 1 "$rounds"); do
+    for scenario in $scenarios; do
+        for broker in $brokers; do
+            i=$((i + 1))
+            log "[$i/$n_runs] round $round, $scenario, $broker"
+            run_one "$round" "$scenario" "$broker"
+            # Lets sockets and memory of the last broker settle before the next one.
+            sleep 1
+        done
+    done
+done
+
+"$REPORT" "$out"
+log "done: $out/summary.md"
