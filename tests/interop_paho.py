@@ -54,6 +54,10 @@ def cmd_sub(args):
     def on_subscribe(_client, _userdata, _mid, reason_codes, _properties):
         if any(rc.is_failure for rc in reason_codes):
             fail(f"SUBSCRIBE refused: {reason_codes}")
+        # Printed here, on paho's network thread, so that it comes out before any
+        # message: a retained message can follow the SUBACK in the same read, and its
+        # line would race a READY printed from the main thread.
+        print("READY", flush=True)
         subscribed.set()
 
     def on_message(_client, _userdata, msg):
@@ -69,7 +73,6 @@ def cmd_sub(args):
     client.subscribe(args.topic, qos=args.qos)
     if not subscribed.wait(args.timeout):
         fail("no SUBACK")
-    print("READY", flush=True)
     if not done.wait(args.timeout):
         fail(f"received {len(received)} of {args.count} messages")
     client.disconnect()
