@@ -84,8 +84,9 @@ pub struct Config {
     pub max_session_expiry_secs: u32,
     /// Topic aliases a 5.0 client may use towards us (Topic Alias Maximum in CONNACK).
     pub topic_alias_maximum: u16,
-    /// Threads serving clients; 0 means one per CPU core. With 1, packets from different
-    /// connections are handled in the order they arrive, as in a single event loop.
+    /// Threads serving clients; 0 means one per CPU core. With 1, a single-threaded
+    /// runtime handles packets from different connections in the order they arrive, as
+    /// a single event loop does.
     pub worker_threads: usize,
     /// Publish / subscribe access rules, first match wins; no match allows.
     pub acl: Vec<AclRule>,

@@ -50,10 +50,20 @@ fn main() -> ExitCode {
     if let Err(e) = init_tracing(settings.log_level) {
         return fail(EXIT_USAGE, e);
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if settings.engine.worker_threads > 0 {
-        runtime.worker_threads(settings.engine.worker_threads);
-    }
+    // One thread means the current-thread runtime: it runs woken tasks in the order
+    // they were woken, so packets from different connections are handled in arrival
+    // order. (A one-worker multi-thread runtime would not: its LIFO slot runs the task
+    // woken last first.)
+    let mut runtime = match settings.engine.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                builder.worker_threads(n);
+            }
+            builder
+        }
+    };
     match runtime.enable_all().build() {
         Ok(runtime) => runtime.block_on(serve(settings.engine)),
         Err(e) => fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
