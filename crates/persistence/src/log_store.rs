@@ -1,0 +1,270 @@
+//! Raft log on sled: trees `raft_log` (index `u64` BE -> entry) and `raft_meta`.
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    LogId, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig, StorageError, StorageIOError,
+    Vote,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{self, Msg};
+
+const LOG_TREE: &str = "raft_log";
+const META_TREE: &str = "raft_meta";
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+type SResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
+
+/// The Raft log and its metadata. Cloning is cheap (sled handles are reference counted);
+/// a clone is also the [`RaftLogStorage::LogReader`].
+pub struct LogStore<C: RaftTypeConfig> {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    _c: PhantomData<C>,
+}
+
+impl<C: RaftTypeConfig> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            log: self.log.clone(),
+            meta: self.meta.clone(),
+            _c: PhantomData,
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> Debug for LogStore<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("entries", &self.log.len())
+            .finish()
+    }
+}
+
+impl<C: RaftTypeConfig> LogStore<C> {
+    pub(crate) fn new(db: &sled::Db) -> Result<Self, sled::Error> {
+        Ok(Self {
+            db: db.clone(),
+            log: db.open_tree(LOG_TREE)?,
+            meta: db.open_tree(META_TREE)?,
+            _c: PhantomData,
+        })
+    }
+
+    /// Decodes every metadata value and the first and last entries, so that corruption is
+    /// reported at open time rather than later.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        self.get_meta::<Vote<C::NodeId>>(KEY_VOTE)
+            .map_err(|e| format!("raft_meta/vote: {e}"))?;
+        self.get_meta::<LogId<C::NodeId>>(KEY_COMMITTED)
+            .map_err(|e| format!("raft_meta/committed: {e}"))?;
+        self.get_meta::<LogId<C::NodeId>>(KEY_LAST_PURGED)
+            .map_err(|e| format!("raft_meta/last_purged: {e}"))?;
+        for item in [self.log.first(), self.log.last()] {
+            if let Some((k, v)) = item.map_err(|e| e.to_string())? {
+                decode_entry::<C>(&k, &v).map_err(|e| format!("raft_log: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, String> {
+        match self.meta.get(key).map_err(|e| e.to_string())? {
+            None => Ok(None),
+            Some(v) => codec::decode(&v).map(Some),
+        }
+    }
+
+    fn put_meta<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let bytes = codec::encode(value)?;
+        self.meta.insert(key, bytes)?;
+        Ok(())
+    }
+}
+
+fn decode_entry<C: RaftTypeConfig>(key: &[u8], value: &[u8]) -> Result<C::Entry, String> {
+    let entry: C::Entry = codec::decode(value)?;
+    let idx = key_index(key)?;
+    if entry.get_log_id().index != idx {
+        return Err(format!(
+            "entry under key {idx} has index {}",
+            entry.get_log_id().index
+        ));
+    }
+    Ok(entry)
+}
+
+fn key_index(key: &[u8]) -> Result<u64, String> {
+    let arr: [u8; 8] = key
+        .try_into()
+        .map_err(|_| format!("log key of {} bytes", key.len()))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> SResult<Vec<C::Entry>, C> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => match s.checked_add(1) {
+                Some(s) => s,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        for item in self.log.range(start.to_be_bytes()..) {
+            let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let idx = key_index(&k).map_err(|e| StorageIOError::read_logs(&Msg(e)))?;
+            if !range.contains(&idx) {
+                break;
+            }
+            let entry = decode_entry::<C>(&k, &v)
+                .map_err(|e| StorageIOError::read_log_at_index(idx, &Msg(e)))?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> SResult<LogState<C>, C> {
+        let last_purged_log_id: Option<LogId<C::NodeId>> = self
+            .get_meta(KEY_LAST_PURGED)
+            .map_err(|e| StorageIOError::read_logs(&Msg(e)))?;
+        let last = match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
+            Some((k, v)) => Some(
+                decode_entry::<C>(&k, &v)
+                    .map_err(|e| StorageIOError::read_logs(&Msg(e)))?
+                    .get_log_id()
+                    .clone(),
+            ),
+            None => None,
+        };
+        let last_log_id = last.or_else(|| last_purged_log_id.clone());
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> SResult<(), C> {
+        self.put_meta(KEY_VOTE, vote)
+            .map_err(|e| StorageIOError::write_vote(AnyErr(e)))?;
+        codec::flush(&self.db)
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> SResult<Option<Vote<C::NodeId>>, C> {
+        self.get_meta(KEY_VOTE)
+            .map_err(|e| StorageIOError::read_vote(&Msg(e)).into())
+    }
+
+    /// Not flushed here: losing `committed` only means re-applying less on restart; the next
+    /// append or vote flush persists it.
+    async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> SResult<(), C> {
+        let res = match committed {
+            Some(c) => self.put_meta(KEY_COMMITTED, &c),
+            None => self
+                .meta
+                .remove(KEY_COMMITTED)
+                .map(|_| ())
+                .map_err(|e| e.into()),
+        };
+        res.map_err(|e| StorageIOError::write(AnyErr(e)))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> SResult<Option<LogId<C::NodeId>>, C> {
+        self.get_meta(KEY_COMMITTED)
+            .map_err(|e| StorageIOError::read(&Msg(e)).into())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> SResult<(), C>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let idx = entry.get_log_id().index;
+            let bytes = codec::encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.insert(&idx.to_be_bytes(), bytes);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        // Entries are readable now; acknowledge durability only after the fsync.
+        let res = codec::flush(&self.db).await;
+        let err = res
+            .as_ref()
+            .err()
+            .map(|e| std::io::Error::new(e.kind(), e.to_string()));
+        callback.log_io_completed(res);
+        match err {
+            Some(e) => Err(StorageIOError::write_logs(&e).into()),
+            None => Ok(()),
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
+        tracing::debug!(%log_id, "truncate log from");
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(log_id.index.to_be_bytes()..) {
+            let (k, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.remove(k);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
+        tracing::debug!(%log_id, "purge log up to");
+        // Write `last_purged` first so a crash in between never leaves a hole.
+        self.put_meta(KEY_LAST_PURGED, &log_id)
+            .map_err(|e| StorageIOError::write_logs(AnyErr(e)))?;
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(..=log_id.index.to_be_bytes()) {
+            let (k, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.remove(k);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}
+
+/// Adapts a boxed error to `&E: Error` for `StorageIOError` constructors.
+struct AnyErr(Box<dyn std::error::Error + Send + Sync>);
+
+impl From<AnyErr> for openraft::AnyError {
+    fn from(e: AnyErr) -> Self {
+        openraft::AnyError::error(e.0.to_string())
+    }
+}

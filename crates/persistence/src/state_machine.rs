@@ -1,0 +1,334 @@
+//! Generic state-machine store: an in-memory application state `A: Apply<C>`, made durable
+//! by the Raft log plus snapshots.
+//!
+//! Durability model (STYLE 12): `apply` only changes memory. Snapshots are persisted in the
+//! `snapshot` tree (`current` = bincode of `(SnapshotMeta, bytes)`), and in the same sled
+//! transaction `sm_meta` records `last_applied` and `membership` of that snapshot. On open
+//! the state is restored from the snapshot, and openraft re-applies
+//! `(last_applied, committed]` from the log (the log store persists `committed`).
+//!
+//! Snapshot bytes: one version byte ([`SNAPSHOT_FORMAT_VERSION`]) followed by the bincode-2
+//! serde encoding of `(last_applied, membership, app_state)`.
+//!
+//! Responses: blank and membership entries get `C::R::default()`.
+//!
+//! Concurrency (openraft builds snapshots in a spawned task while `apply` continues):
+//! [`RaftStateMachine::get_snapshot_builder`] takes an owned read guard on the state and
+//! keeps it in the builder; `apply` and `install_snapshot` take the write side, so a
+//! snapshot never observes a half-applied batch and no entry is applied while one is built.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, RaftTypeConfig, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionResult, Transactional};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+
+use crate::codec::{self, Msg};
+
+/// Leading byte of every snapshot this crate writes.
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+
+const SM_META_TREE: &str = "sm_meta";
+const SNAPSHOT_TREE: &str = "snapshot";
+const KEY_LAST_APPLIED: &[u8] = b"last_applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+const KEY_CURRENT: &[u8] = b"current";
+
+type SResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
+
+/// The application half of the state machine: deterministic, in memory, serializable.
+pub trait Apply<C: RaftTypeConfig>:
+    Default + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// Applies one committed command and returns its response.
+    fn apply(&mut self, data: &C::D) -> C::R;
+}
+
+struct SmState<C: RaftTypeConfig, A> {
+    last_applied: Option<LogId<C::NodeId>>,
+    membership: StoredMembership<C::NodeId, C::Node>,
+    app: A,
+}
+
+impl<C: RaftTypeConfig, A: Default> Default for SmState<C, A> {
+    fn default() -> Self {
+        Self {
+            last_applied: None,
+            membership: StoredMembership::default(),
+            app: A::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum LoadError {
+    Sled(sled::Error),
+    Corrupt(String),
+}
+
+#[derive(Clone)]
+struct Trees {
+    db: sled::Db,
+    sm_meta: sled::Tree,
+    snapshot: sled::Tree,
+}
+
+impl Trees {
+    /// Stores the snapshot and its applied point atomically, then fsyncs.
+    async fn persist<C: RaftTypeConfig>(
+        &self,
+        meta: &SnapshotMeta<C::NodeId, C::Node>,
+        data: &[u8],
+    ) -> Result<(), StorageIOError<C::NodeId>> {
+        let sig = Some(meta.signature());
+        let wr = |e: String| StorageIOError::write_snapshot(sig.clone(), &Msg(e));
+        let current = codec::encode(&(meta, data)).map_err(|e| wr(e.to_string()))?;
+        let last = codec::encode(&meta.last_log_id).map_err(|e| wr(e.to_string()))?;
+        let membership = codec::encode(&meta.last_membership).map_err(|e| wr(e.to_string()))?;
+        (&self.snapshot, &self.sm_meta)
+            .transaction(|(s, m)| -> ConflictableTransactionResult<(), ()> {
+                s.insert(KEY_CURRENT, current.as_slice())?;
+                m.insert(KEY_LAST_APPLIED, last.as_slice())?;
+                m.insert(KEY_MEMBERSHIP, membership.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| wr(format!("{e:?}")))?;
+        codec::flush(&self.db)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        Ok(())
+    }
+
+    fn current<C: RaftTypeConfig>(&self) -> Result<Option<StoredSnapshot<C>>, LoadError> {
+        match self.snapshot.get(KEY_CURRENT).map_err(LoadError::Sled)? {
+            None => Ok(None),
+            Some(v) => codec::decode(&v)
+                .map(Some)
+                .map_err(|e| LoadError::Corrupt(format!("snapshot/current: {e}"))),
+        }
+    }
+}
+
+/// The `snapshot/current` value: meta and the snapshot bytes.
+type StoredSnapshot<C> = (
+    SnapshotMeta<<C as RaftTypeConfig>::NodeId, <C as RaftTypeConfig>::Node>,
+    Vec<u8>,
+);
+
+type Decoded<C, A> = (
+    Option<LogId<<C as RaftTypeConfig>::NodeId>>,
+    StoredMembership<<C as RaftTypeConfig>::NodeId, <C as RaftTypeConfig>::Node>,
+    A,
+);
+
+fn decode_snapshot<C: RaftTypeConfig, A: Apply<C>>(
+    meta: &SnapshotMeta<C::NodeId, C::Node>,
+    bytes: &[u8],
+) -> Result<SmState<C, A>, String> {
+    match bytes.first() {
+        Some(&SNAPSHOT_FORMAT_VERSION) => {}
+        Some(v) => return Err(format!("unknown snapshot format version {v}")),
+        None => return Err("empty snapshot".to_string()),
+    }
+    let (last_applied, membership, app): Decoded<C, A> = codec::decode(&bytes[1..])?;
+    if last_applied != meta.last_log_id || membership != meta.last_membership {
+        return Err("snapshot data does not match its meta".to_string());
+    }
+    Ok(SmState {
+        last_applied,
+        membership,
+        app,
+    })
+}
+
+/// State machine store; see the module docs for the durability and locking model.
+pub struct StateMachineStore<C: RaftTypeConfig, A> {
+    trees: Trees,
+    state: Arc<RwLock<SmState<C, A>>>,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+impl<C: RaftTypeConfig, A> Debug for StateMachineStore<C, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachineStore").finish_non_exhaustive()
+    }
+}
+
+impl<C, A> StateMachineStore<C, A>
+where
+    C: RaftTypeConfig,
+    A: Apply<C>,
+{
+    pub(crate) fn load(db: &sled::Db) -> Result<Self, LoadError> {
+        let trees = Trees {
+            db: db.clone(),
+            sm_meta: db.open_tree(SM_META_TREE).map_err(LoadError::Sled)?,
+            snapshot: db.open_tree(SNAPSHOT_TREE).map_err(LoadError::Sled)?,
+        };
+        let state = match trees.current::<C>()? {
+            None => SmState::default(),
+            Some((meta, bytes)) => {
+                let state = decode_snapshot::<C, A>(&meta, &bytes)
+                    .map_err(|e| LoadError::Corrupt(format!("snapshot/current: {e}")))?;
+                let recorded: Option<Option<LogId<C::NodeId>>> =
+                    match trees
+                        .sm_meta
+                        .get(KEY_LAST_APPLIED)
+                        .map_err(LoadError::Sled)?
+                    {
+                        None => None,
+                        Some(v) => Some(codec::decode(&v).map_err(|e| {
+                            LoadError::Corrupt(format!("sm_meta/last_applied: {e}"))
+                        })?),
+                    };
+                if recorded.as_ref() != Some(&state.last_applied) {
+                    return Err(LoadError::Corrupt(
+                        "sm_meta/last_applied does not match the stored snapshot".to_string(),
+                    ));
+                }
+                state
+            }
+        };
+        Ok(Self {
+            trees,
+            state: Arc::new(RwLock::new(state)),
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Runs `f` on the current application state (for local, possibly stale, reads).
+    pub async fn read<T>(&self, f: impl FnOnce(&A) -> T) -> T {
+        f(&self.state.read().await.app)
+    }
+}
+
+/// Builds a snapshot of the state as of [`RaftStateMachine::get_snapshot_builder`].
+pub struct SnapshotBuilder<C: RaftTypeConfig, A> {
+    trees: Trees,
+    guard: OwnedRwLockReadGuard<SmState<C, A>>,
+    seq: u64,
+    _c: PhantomData<C>,
+}
+
+impl<C, A> RaftSnapshotBuilder<C> for SnapshotBuilder<C, A>
+where
+    C: RaftTypeConfig<Entry = Entry<C>, SnapshotData = Cursor<Vec<u8>>>,
+    A: Apply<C>,
+{
+    async fn build_snapshot(&mut self) -> SResult<Snapshot<C>, C> {
+        let st = &*self.guard;
+        let mut data = vec![SNAPSHOT_FORMAT_VERSION];
+        let body = codec::encode(&(&st.last_applied, &st.membership, &st.app))
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        data.extend_from_slice(&body);
+        let snapshot_id = match &st.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.seq),
+            None => format!("none-{}", self.seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: st.last_applied.clone(),
+            last_membership: st.membership.clone(),
+            snapshot_id,
+        };
+        self.trees.persist::<C>(&meta, &data).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl<C, A> RaftStateMachine<C> for StateMachineStore<C, A>
+where
+    C: RaftTypeConfig<Entry = Entry<C>, SnapshotData = Cursor<Vec<u8>>>,
+    C::R: Default,
+    A: Apply<C>,
+{
+    type SnapshotBuilder = SnapshotBuilder<C, A>;
+
+    async fn applied_state(
+        &mut self,
+    ) -> SResult<
+        (
+            Option<LogId<C::NodeId>>,
+            StoredMembership<C::NodeId, C::Node>,
+        ),
+        C,
+    > {
+        let st = self.state.read().await;
+        Ok((st.last_applied.clone(), st.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> SResult<Vec<C::R>, C>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut st = self.state.write().await;
+        let mut out = Vec::new();
+        for entry in entries {
+            st.last_applied = Some(entry.log_id.clone());
+            let resp = match entry.payload {
+                EntryPayload::Blank => C::R::default(),
+                EntryPayload::Normal(ref d) => st.app.apply(d),
+                EntryPayload::Membership(m) => {
+                    st.membership = StoredMembership::new(Some(entry.log_id), m);
+                    C::R::default()
+                }
+            };
+            out.push(resp);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            trees: self.trees.clone(),
+            guard: self.state.clone().read_owned().await,
+            seq: self.snapshot_seq.fetch_add(1, Ordering::Relaxed),
+            _c: PhantomData,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>, C> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<C::NodeId, C::Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> SResult<(), C> {
+        let data = snapshot.into_inner();
+        let new_state = decode_snapshot::<C, A>(meta, &data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &Msg(e)))?;
+        let mut st = self.state.write().await;
+        self.trees.persist::<C>(meta, &data).await?;
+        *st = new_state;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<C>>, C> {
+        let current = self.trees.current::<C>().map_err(|e| {
+            let msg = match e {
+                LoadError::Sled(e) => e.to_string(),
+                LoadError::Corrupt(s) => s,
+            };
+            StorageIOError::read_snapshot(None, &Msg(msg))
+        })?;
+        Ok(current.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
