@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use crate::wire::WireCache;
 
 /// An application message as routed: built once per PUBLISH and shared, payload
 /// included, by every session it goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Message {
     pub topic: String,
     pub payload: Bytes,
@@ -66,6 +66,12 @@ impl Message {
             wire: WireCache::default(),
         }
     }
+
+    /// Whether its message expiry interval has run out: such a message is dropped
+    /// rather than sent.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
 }
 
 /// A subscription as the trie holds it: the session itself, so that a match needs no
@@ -96,7 +102,6 @@ pub(crate) struct Shared {
     pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     pub subs: RwLock<SubscriptionTree<Arc<str>, SubEntry>>,
     pub retained: RwLock<RetainedStore<Arc<Message>>>,
-    pub open_connections: AtomicUsize,
     next_conn_id: AtomicU64,
     /// Set once when the broker stops; every session is then woken to see it.
     pub shutting_down: AtomicBool,
@@ -453,7 +458,6 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             subs: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(RetainedStore::new()),
-            open_connections: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
         });

@@ -83,7 +83,6 @@ struct OpenGuard<'a>(&'a Shared);
 
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
         self.0
             .metrics
             .connections_open
@@ -94,7 +93,6 @@ impl Drop for OpenGuard<'_> {
 pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
     Metrics::inc(&shared.metrics.connections_accepted);
     Metrics::inc(&shared.metrics.connections_open);
-    shared.open_connections.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard(&shared);
     let _ = stream.set_nodelay(true);
     // A future is as large as everything it may await, and this task lives as long as
@@ -147,19 +145,12 @@ async fn handshake(
     Some((conn, rbuf))
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum ConnectError {
+    #[error("{0}")]
     Decode(DecodeError),
+    #[error("{0}")]
     Io(String),
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::Decode(e) => write!(f, "{e}"),
-            ConnectError::Io(e) => write!(f, "{e}"),
-        }
-    }
 }
 
 async fn read_connect(
@@ -246,7 +237,8 @@ impl Connection {
                 ..ConnAck::default()
             })
         };
-        let refusal = if shared.open_connections.load(Ordering::Relaxed) > cfg.max_connections {
+        let open = Metrics::get(&shared.metrics.connections_open);
+        let refusal = if open > cfg.max_connections as u64 {
             Some(refuse(reason::SERVER_BUSY, "too many connections"))
         } else if c.client_id.is_empty() && protocol == Protocol::V4 && !c.clean_start {
             Some(refuse(
@@ -777,7 +769,7 @@ impl Connection {
         let mut routed = Default::default();
         let now = Instant::now();
         for d in retained {
-            if !Session::expired(&d.msg, now) {
+            if !d.msg.is_expired(now) {
                 shared.enqueue(&self.session, d, &mut routed);
                 self.want_drain = true;
             }
@@ -822,7 +814,7 @@ impl Connection {
                 let Some(front) = st.pending.front() else {
                     break;
                 };
-                if Session::expired(&front.msg, now) {
+                if front.msg.is_expired(now) {
                     st.pending.pop_front();
                     Metrics::inc(&self.shared.metrics.dropped_expired);
                     continue;

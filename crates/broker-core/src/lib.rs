@@ -3,6 +3,7 @@
 //! - `packet`: the one internal packet model, shared by both protocol versions.
 //! - `codec`: mqttbytes `v4`/`v5` <-> `packet`, with the checks mqttbytes leaves out.
 //! - `topic`: topic name / filter validation and matching rules (pure functions).
+//! - `arena`: index-linked node storage shared by the two tries.
 //! - `subscriptions`: the subscription trie (`+`, `#`, `$`-topics, shared groups); no I/O.
 //! - `config`: every engine setting and its default.
 //! - `acl`: publish / subscribe access rules.
@@ -15,6 +16,7 @@
 //! - `metrics`: counters the server exposes.
 
 pub mod acl;
+mod arena;
 pub mod broker;
 pub mod cluster_api;
 pub mod codec;

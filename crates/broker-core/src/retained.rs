@@ -6,13 +6,14 @@
 
 use std::collections::HashMap;
 
+use crate::arena::Arena;
+
 /// Retained messages by topic; lookup by filter must not scan every topic for filters with
 /// literal leading levels (a topic trie).
 #[derive(Debug)]
 pub struct RetainedStore<M> {
     /// `nodes[ROOT]` is the root; freed slots are reset to empty and listed in `free`.
-    nodes: Vec<Node<M>>,
-    free: Vec<usize>,
+    nodes: Arena<Node<M>>,
     len: usize,
 }
 
@@ -55,8 +56,7 @@ impl<M: Clone> Default for RetainedStore<M> {
 impl<M: Clone> RetainedStore<M> {
     pub fn new() -> Self {
         RetainedStore {
-            nodes: vec![Node::new()],
-            free: Vec::new(),
+            nodes: Arena::new(Node::new()),
             len: 0,
         }
     }
@@ -68,7 +68,7 @@ impl<M: Clone> RetainedStore<M> {
             id = match self.nodes[id].children.get(level) {
                 Some(&child) => child,
                 None => {
-                    let child = self.alloc();
+                    let child = self.nodes.alloc(Node::new());
                     self.nodes[id].children.insert(level.into(), child);
                     child
                 }
@@ -103,8 +103,7 @@ impl<M: Clone> RetainedStore<M> {
             }
             self.nodes[parent].children.remove(level);
             // Resetting gives the child map's memory back; the slot itself is reused.
-            self.nodes[id] = Node::new();
-            self.free.push(id);
+            self.nodes.release(id, Node::new());
             id = parent;
         }
         Some(old)
@@ -172,22 +171,6 @@ impl<M: Clone> RetainedStore<M> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-
-    fn alloc(&mut self) -> usize {
-        match self.free.pop() {
-            Some(id) => id,
-            None => {
-                self.nodes.push(Node::new());
-                self.nodes.len() - 1
-            }
-        }
-    }
-
-    /// Nodes in use, the root included.
-    #[cfg(test)]
-    fn live_nodes(&self) -> usize {
-        self.nodes.len() - self.free.len()
-    }
 }
 
 fn report<M>(node: &Node<M>, f: &mut impl FnMut(&str, &M)) {
@@ -224,10 +207,10 @@ mod tests {
         assert_eq!(store.remove("a/b"), Some(2));
         assert_eq!(store.remove("a/b"), None);
         // "a" keeps its node; "b" is gone.
-        assert_eq!(store.live_nodes(), 2);
+        assert_eq!(store.nodes.live(), 2);
         assert_eq!(store.remove("a"), Some(3));
         assert!(store.is_empty());
-        assert_eq!(store.live_nodes(), 1);
+        assert_eq!(store.nodes.live(), 1);
     }
 
     #[test]
@@ -270,7 +253,7 @@ mod tests {
             vec![deep.clone()]
         );
         assert_eq!(store.remove(&deep), Some(1));
-        assert_eq!(store.live_nodes(), 1);
+        assert_eq!(store.nodes.live(), 1);
         store.insert(&deep, 1);
         drop(store);
     }
@@ -339,7 +322,7 @@ mod tests {
             for t in topics {
                 prop_assert!(store.remove(&t).is_some());
             }
-            prop_assert_eq!(store.live_nodes(), 1);
+            prop_assert_eq!(store.nodes.live(), 1);
         }
     }
 }

@@ -6,7 +6,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -202,10 +201,5 @@ impl Session {
             }
             notified.await;
         }
-    }
-
-    /// Whether `expires_at` has passed: such a message is dropped rather than sent.
-    pub fn expired(msg: &Message, now: Instant) -> bool {
-        msg.expires_at.is_some_and(|t| t <= now)
     }
 }

@@ -8,6 +8,8 @@
 //! the task that handles it.
 
 use std::collections::HashMap;
+
+use crate::arena::Arena;
 use std::hash::Hash;
 use std::sync::atomic::AtomicUsize;
 
@@ -37,8 +39,7 @@ pub enum Match<'a, K, V> {
 #[derive(Debug)]
 pub struct SubscriptionTree<K, V> {
     /// `nodes[ROOT]` is the root; freed slots are reset to empty and listed in `free`.
-    nodes: Vec<Node<K, V>>,
-    free: Vec<usize>,
+    nodes: Arena<Node<K, V>>,
     /// Number of (filter, key) pairs.
     len: usize,
 }
@@ -118,8 +119,7 @@ impl<K: Clone + Eq + Hash, V: Clone> Default for SubscriptionTree<K, V> {
 impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTree<K, V> {
     pub fn new() -> Self {
         SubscriptionTree {
-            nodes: vec![Node::new()],
-            free: Vec::new(),
+            nodes: Arena::new(Node::new()),
             len: 0,
         }
     }
@@ -133,7 +133,7 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTree<K, V> {
             id = match self.nodes[id].child(level) {
                 Some(child) => child,
                 None => {
-                    let child = self.alloc();
+                    let child = self.nodes.alloc(Node::new());
                     let node = &mut self.nodes[id];
                     match level {
                         "+" => node.plus = Some(child),
@@ -217,7 +217,8 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTree<K, V> {
                 break;
             }
             self.nodes[parent].unlink(level);
-            self.release(id);
+            // Gives the node's child map back now; the slot itself is reused.
+            self.nodes.release(id, Node::new());
             id = parent;
         }
         Some(old)
@@ -282,28 +283,6 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTree<K, V> {
                 cursor: &g.cursor,
             });
         }
-    }
-
-    fn alloc(&mut self) -> usize {
-        match self.free.pop() {
-            Some(id) => id,
-            None => {
-                self.nodes.push(Node::new());
-                self.nodes.len() - 1
-            }
-        }
-    }
-
-    fn release(&mut self, id: usize) {
-        // Gives the memory of the node's child map back; the slot itself is reused.
-        self.nodes[id] = Node::new();
-        self.free.push(id);
-    }
-
-    /// Nodes in use, the root included.
-    #[cfg(test)]
-    fn live_nodes(&self) -> usize {
-        self.nodes.len() - self.free.len()
     }
 }
 
@@ -411,13 +390,13 @@ mod tests {
         assert_eq!(tree.remove("a/+/c", &1), Some(11));
         assert_eq!(tree.remove("a/+/c", &1), None);
         assert_eq!(tree.remove("$share/g/a/+/c", &1), Some(31));
-        assert_eq!(tree.live_nodes(), 4);
+        assert_eq!(tree.nodes.live(), 4);
         assert_eq!(tree.remove("a/+/c", &2), Some(20));
         assert!(tree.is_empty());
-        assert_eq!(tree.live_nodes(), 1);
+        assert_eq!(tree.nodes.live(), 1);
         // Freed nodes are reused.
         tree.insert("x/y", 1, 0);
-        assert_eq!(tree.nodes.len(), 4);
+        assert_eq!(tree.nodes.slots(), 4);
     }
 
     #[test]
@@ -452,7 +431,7 @@ mod tests {
         assert_eq!(collect(&tree, &topic).0.len(), 2);
         tree.remove(&deep, &1);
         tree.remove(&format!("{deep}/#"), &2);
-        assert_eq!(tree.live_nodes(), 1);
+        assert_eq!(tree.nodes.live(), 1);
         tree.insert(&deep, 1, 0);
         drop(tree);
     }
@@ -557,7 +536,7 @@ mod tests {
                 prop_assert!(tree.remove(&f, &k).is_some());
             }
             prop_assert!(tree.is_empty());
-            prop_assert_eq!(tree.live_nodes(), 1);
+            prop_assert_eq!(tree.nodes.live(), 1);
         }
     }
 }

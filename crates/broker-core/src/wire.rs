@@ -21,21 +21,6 @@ pub struct WireCache {
     headers: [OnceLock<Option<Bytes>>; 4],
 }
 
-/// A cache is derived data: a copy starts empty, and it never makes two messages differ.
-impl Clone for WireCache {
-    fn clone(&self) -> Self {
-        WireCache::default()
-    }
-}
-
-impl PartialEq for WireCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for WireCache {}
-
 impl std::fmt::Debug for WireCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("WireCache")

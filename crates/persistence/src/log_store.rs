@@ -93,6 +93,24 @@ impl<C: RaftTypeConfig> LogStore<C> {
         self.meta.insert(key, bytes)?;
         Ok(())
     }
+
+    /// Deletes the log entries whose keys fall in `range`, in one atomic batch.
+    fn remove_entries(&self, range: impl std::ops::RangeBounds<[u8; 8]>) -> sled::Result<()> {
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(range) {
+            batch.remove(item?.0);
+        }
+        self.log.apply_batch(batch)
+    }
+}
+
+/// Adapts a boxed error to `&E: Error` for `StorageIOError` constructors.
+struct AnyErr(Box<dyn std::error::Error + Send + Sync>);
+
+impl From<AnyErr> for openraft::AnyError {
+    fn from(e: AnyErr) -> Self {
+        openraft::AnyError::error(e.0.to_string())
+    }
 }
 
 fn decode_entry<C: RaftTypeConfig>(key: &[u8], value: &[u8]) -> Result<C::Entry, String> {
@@ -232,15 +250,8 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
         tracing::debug!(%log_id, "truncate log from");
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(log_id.index.to_be_bytes()..) {
-            let (k, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        Ok(())
+        self.remove_entries(log_id.index.to_be_bytes()..)
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
@@ -248,23 +259,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         // Write `last_purged` first so a crash in between never leaves a hole.
         self.put_meta(KEY_LAST_PURGED, &log_id)
             .map_err(|e| StorageIOError::write_logs(AnyErr(e)))?;
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(..=log_id.index.to_be_bytes()) {
-            let (k, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        Ok(())
-    }
-}
-
-/// Adapts a boxed error to `&E: Error` for `StorageIOError` constructors.
-struct AnyErr(Box<dyn std::error::Error + Send + Sync>);
-
-impl From<AnyErr> for openraft::AnyError {
-    fn from(e: AnyErr) -> Self {
-        openraft::AnyError::error(e.0.to_string())
+        self.remove_entries(..=log_id.index.to_be_bytes())
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }
