@@ -3,6 +3,7 @@
 //!
 //! - [`Broker`]: one broker process on 127.0.0.1 and a free port, SIGKILLed on drop.
 //!   Its stderr goes to a file in a temp dir and is printed when the test panics.
+//! - [`cluster`]: several nodes forming a Raft cluster, each on its own loopback IP.
 //! - [`client`]: rumqttc 3.1.1 / 5.0 clients behind one API.
 //! - [`raw`] and [`codec`]: a byte-level client for wire-exact tests.
 //! - [`wait_until`]: the only way to wait for a condition (no bare sleeps).
@@ -17,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod raw;
 
@@ -197,6 +199,9 @@ fn raftmq_command(opts: &BrokerOpts, addr: SocketAddr, dir: &Path) -> Command {
     let data_dir = dir.join("data");
     let mut file = std::fs::File::create(&config).expect("config file");
     writeln!(file, "data_dir = {:?}", data_dir.display().to_string()).expect("write config");
+    // Port 0: parallel single-node tests must not collide on the default 7000/8080.
+    writeln!(file, "cluster_addr = \"127.0.0.1:0\"").expect("write config");
+    writeln!(file, "http_addr = \"127.0.0.1:0\"").expect("write config");
     file.write_all(opts.toml.as_bytes()).expect("write config");
     let log = std::env::var("RAFTMQ_TEST_LOG").unwrap_or_else(|_| "debug".into());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftmq"));

@@ -17,10 +17,11 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::acl::Acl;
-use crate::cluster_api::{ClusterApi, SingleNode};
+use crate::cluster_api::{ClusterApi, ClusterError, NodeId, SingleNode};
 use crate::config::{Config, QueuePolicy};
 use crate::metrics::Metrics;
 use crate::packet::{MessageProperties, Protocol, QoS, Will};
+use crate::replicated::{Event, StoredMessage, Target as DurableTarget};
 use crate::retained::RetainedStore;
 use crate::session::{Attachment, Delivery, Enqueued, Session, SubOptions};
 use crate::subscriptions::{Match, SubscriptionTree};
@@ -87,16 +88,22 @@ pub(crate) struct SubEntry {
 /// What routing one message did.
 #[derive(Debug, Default)]
 pub(crate) struct Routed {
-    /// Sessions the message was queued for.
+    /// Sessions the message was queued for (here, on other nodes, or durably).
     pub matched: usize,
     /// Sessions queued above their bound: the publisher waits for them (backpressure).
     pub full: Vec<Arc<Session>>,
+    /// Persistent sessions a QoS 1/2 message goes to through the durable queues.
+    pub durable: Vec<DurableTarget>,
+    /// Sessions owned by other nodes, by node: one forwarded copy per node.
+    pub remote: Vec<(NodeId, Vec<DurableTarget>)>,
 }
 
 /// Everything the connections share.
 pub(crate) struct Shared {
     pub config: Config,
     pub cluster: Arc<dyn ClusterApi>,
+    /// This node's id (`cluster.node_id()`), the owner of sessions connected here.
+    pub node: NodeId,
     pub acl: Acl,
     pub metrics: Metrics,
     pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
@@ -129,28 +136,33 @@ impl Shared {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Delivers `msg` to every matching session, on this node and (through the cluster)
-    /// on others, and stores it if retained.
-    pub fn route(&self, msg: &Arc<Message>) -> Routed {
+    /// Publishes an accepted message: stores it if retained, delivers it to every
+    /// matching session and resolves once every durable part is committed (only then
+    /// may the publisher be acknowledged).
+    pub async fn publish(&self, msg: &Arc<Message>) -> Result<Routed, ClusterError> {
         if msg.retain {
-            let mut retained = write(&self.retained);
-            if msg.payload.is_empty() {
-                retained.remove(&msg.topic);
-            } else {
-                retained.insert(&msg.topic, msg.clone());
-            }
+            let message = (!msg.payload.is_empty()).then(|| StoredMessage::from_message(msg));
+            let topic = msg.topic.clone();
+            self.cluster.commit(Event::Retain { topic, message }).await?;
         }
-        let mut nodes = Vec::new();
-        self.cluster.remote_routes(&msg.topic, &mut nodes);
-        for node in nodes {
-            self.cluster.forward(node, msg.clone());
+        let routed = self.route(msg);
+        if !routed.durable.is_empty() {
+            let event = Event::Publish {
+                message: StoredMessage::from_message(msg),
+                targets: routed.durable.clone(),
+                // The durable queue holds the in-flight window too.
+                cap: (self.config.max_queued_messages + usize::from(self.config.max_inflight))
+                    as u64,
+            };
+            self.cluster.commit(event).await?;
         }
-        self.deliver_local(msg)
+        Ok(routed)
     }
 
-    /// Delivers `msg` to this node's matching sessions only (also the entry point for a
-    /// publish forwarded by another node).
-    pub fn deliver_local(&self, msg: &Arc<Message>) -> Routed {
+    /// Delivers `msg` to the matching sessions owned here, forwards one copy to each
+    /// other node owning some, and lists the persistent sessions that must get it
+    /// through the durable queues (QoS 1/2 only).
+    pub fn route(&self, msg: &Arc<Message>) -> Routed {
         let mut targets = self.collect_targets(msg);
         // Overlapping subscriptions of one session give one delivery, at the highest
         // QoS, carrying every subscription identifier (MQTT 5.0 §3.3.4).
@@ -165,7 +177,36 @@ impl Shared {
             self.deliver_merged(msg, &targets[i..j], &mut routed);
             i = j;
         }
+        for (node, targets) in std::mem::take(&mut routed.remote) {
+            self.cluster.forward(node, msg.clone(), targets);
+        }
         routed
+    }
+
+    /// Delivers a message another node forwarded to the listed sessions owned here.
+    pub fn deliver_forwarded(&self, msg: &Arc<Message>, targets: Vec<DurableTarget>) {
+        let mut routed = Routed::default();
+        for t in targets {
+            let session = self.session(&t.client_id);
+            if let Some(session) = session.filter(|s| s.owner() == self.node) {
+                let d = Delivery {
+                    msg: msg.clone(),
+                    qos: QoS::from_u8(t.qos).unwrap_or(QoS::AtMostOnce),
+                    retain: t.retain,
+                    sub_ids: t.sub_ids,
+                    seq: None,
+                };
+                self.enqueue(&session, d, &mut routed);
+            }
+        }
+    }
+
+    pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(client_id)
+            .cloned()
     }
 
     fn collect_targets(&self, msg: &Message) -> Vec<Target> {
@@ -212,15 +253,38 @@ impl Shared {
             qos: qos.min(msg.qos),
             retain: msg.retain && group.iter().any(|t| t.retain_as_published),
             sub_ids: group.iter().filter_map(|t| t.sub_id).collect(),
+            seq: None,
         };
-        self.enqueue(&first.session, delivery, routed);
+        let session = &first.session;
+        let owner = session.owner();
+        let durable = delivery.qos != QoS::AtMostOnce && session.lock().expiry_secs != 0;
+        if !durable && owner == self.node {
+            self.enqueue(session, delivery, routed);
+            return;
+        }
+        routed.matched += 1;
+        let target = DurableTarget {
+            client_id: session.client_id.to_string(),
+            qos: delivery.qos as u8,
+            retain: delivery.retain,
+            sub_ids: delivery.sub_ids,
+        };
+        if durable {
+            routed.durable.push(target);
+        } else {
+            match routed.remote.iter_mut().find(|(n, _)| *n == owner) {
+                Some((_, list)) => list.push(target),
+                None => routed.remote.push((owner, vec![target])),
+            }
+        }
     }
 
     /// Queues one delivery and counts what happened to it.
-    pub fn enqueue(&self, session: &Arc<Session>, d: Delivery, routed: &mut Routed) {
+    pub fn enqueue(&self, session: &Arc<Session>, d: Delivery, routed: &mut Routed) -> Enqueued {
         let qos = d.qos;
         let overflow = self.config.queue_policy == QueuePolicy::Backpressure;
-        match session.enqueue(d, self.config.max_queued_messages, overflow) {
+        let enqueued = session.enqueue(d, self.config.max_queued_messages, overflow);
+        match enqueued {
             Enqueued::Queued => routed.matched += 1,
             Enqueued::QueuedOverBound => {
                 routed.matched += 1;
@@ -245,56 +309,39 @@ impl Shared {
                 }
             }
         }
+        enqueued
     }
 
-    /// Attaches a new connection to `client_id`'s session, taking it over from any
-    /// connection that holds it (that one is woken, finds itself detached and closes).
-    /// Returns the session and whether it was resumed (session present).
+    /// Attaches a new connection to `client_id`'s session, which the applied claim of
+    /// `epoch` has just made ours (and whose previous connection, if any, it closed).
+    /// None if a newer claim, from anywhere, has superseded that one meanwhile.
     pub fn attach(
         &self,
-        client_id: &Arc<str>,
-        clean_start: bool,
+        client_id: &str,
+        epoch: u64,
         conn_id: u64,
         protocol: Protocol,
-        expiry_secs: u32,
         window: usize,
-    ) -> (Arc<Session>, bool) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let existing = sessions.get(client_id).cloned();
-        if let Some(old) = &existing {
-            if old.lock().attached.take().is_some() {
-                old.set_online(false);
-                old.wake.notify_waiters();
-            }
-        }
-        let (session, present) = match existing {
-            Some(old) if !clean_start => (old, true),
-            old => {
-                if let Some(old) = old {
-                    self.unsubscribe_all(&old);
-                }
-                let s = Session::new(client_id.clone());
-                sessions.insert(client_id.clone(), s.clone());
-                (s, false)
-            }
-        };
-        drop(sessions);
+    ) -> Option<Arc<Session>> {
+        let session = self.session(client_id)?;
         {
             let mut st = session.lock();
+            if st.epoch != epoch || session.owner() != self.node {
+                return None;
+            }
             st.attached = Some(Attachment { conn_id });
             st.generation += 1;
             st.protocol = Some(protocol);
-            st.expiry_secs = expiry_secs;
             st.window = window;
         }
         session.set_online(true);
-        (session, present)
+        Some(session)
     }
 
     /// Detaches connection `conn_id` from `session` (if it still holds it) and starts the
     /// session's expiry. Returns the generation the session had, for will timers.
     pub fn detach(self: &Arc<Self>, session: &Arc<Session>, conn_id: u64) -> Option<u64> {
-        let (generation, expiry) = {
+        let (generation, epoch, expiry) = {
             let mut st = session.lock();
             if st.attached.as_ref().map(|a| a.conn_id) != Some(conn_id) {
                 return None;
@@ -303,24 +350,44 @@ impl Shared {
             session.set_online(false);
             // QoS 0 is not kept for an absent client.
             st.pending.retain(|d| d.qos != QoS::AtMostOnce);
-            (st.generation, st.expiry_secs)
+            (st.generation, st.epoch, st.expiry_secs)
         };
         session.room.notify_waiters();
-        match expiry {
-            0 => self.remove_session(session),
-            u32::MAX => {}
-            secs => {
-                let shared = self.clone();
-                let session = session.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
-                    if session.lock().generation == generation && !session.is_online() {
-                        shared.remove_session(&session);
-                    }
-                });
-            }
-        }
+        // Queued, not awaited: a reconnect's claim is proposed after it, so applied after.
+        drop(self.cluster.commit(Event::Release {
+            client_id: session.client_id.to_string(),
+            epoch,
+            expiry_secs: expiry,
+        }));
+        self.expire_later(session, generation, epoch, expiry);
         Some(generation)
+    }
+
+    /// Ends an offline session owned here when its expiry runs out, unless its client
+    /// came back (or it moved) by then.
+    pub fn expire_later(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        generation: u64,
+        epoch: u64,
+        expiry: u32,
+    ) {
+        if expiry == 0 || expiry == u32::MAX {
+            return;
+        }
+        let shared = self.clone();
+        let session = session.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+            let st = session.lock();
+            if st.generation == generation && st.epoch == epoch && !session.is_online() {
+                drop(st);
+                drop(shared.cluster.commit(Event::Expire {
+                    client_id: session.client_id.to_string(),
+                    epoch,
+                }));
+            }
+        });
     }
 
     /// Ends a session: forgets it and its subscriptions, if it is still the registered one.
@@ -336,7 +403,7 @@ impl Shared {
         }
     }
 
-    fn unsubscribe_all(&self, session: &Arc<Session>) {
+    pub fn unsubscribe_all(&self, session: &Arc<Session>) {
         let filters: Vec<String> = {
             let mut st = session.lock();
             st.pending.clear();
@@ -374,7 +441,7 @@ impl Shared {
         });
     }
 
-    fn publish_will(&self, session: &Session, will: Will, username: Option<&str>) {
+    fn publish_will(self: &Arc<Self>, session: &Session, will: Will, username: Option<&str>) {
         if !self.acl.is_empty()
             && !self
                 .acl
@@ -391,7 +458,12 @@ impl Shared {
             will.properties,
             Some(session.client_id.clone()),
         ));
-        self.route(&msg);
+        let shared = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = shared.publish(&msg).await {
+                tracing::warn!(topic = %msg.topic, "will not published: {e}");
+            }
+        });
     }
 }
 
@@ -427,10 +499,6 @@ impl BrokerHandle {
             .len()
     }
 
-    /// Delivers a message that another node forwarded, to this node's subscribers only.
-    pub fn deliver_forwarded(&self, msg: Arc<Message>) {
-        self.shared.deliver_local(&msg);
-    }
 }
 
 /// A bound, not yet running, broker.
@@ -450,10 +518,21 @@ impl Broker {
         cluster: Arc<dyn ClusterApi>,
     ) -> io::Result<Broker> {
         let listener = TcpListener::bind(config.mqtt_addr).await?;
+        Ok(Broker::with_listener(config, listener, cluster).await)
+    }
+
+    /// A broker on an already bound listener (whose real address the cluster needed
+    /// before the broker could exist). Attaches the engine to the cluster's state.
+    pub async fn with_listener(
+        config: Config,
+        listener: TcpListener,
+        cluster: Arc<dyn ClusterApi>,
+    ) -> Broker {
         let shared = Arc::new(Shared {
             acl: Acl::new(config.acl.clone()),
             config,
-            cluster,
+            node: cluster.node_id(),
+            cluster: cluster.clone(),
             metrics: Metrics::default(),
             sessions: Mutex::new(HashMap::new()),
             subs: RwLock::new(SubscriptionTree::new()),
@@ -461,7 +540,9 @@ impl Broker {
             next_conn_id: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
         });
-        Ok(Broker { shared, listener })
+        cluster.attach(shared.clone()).await;
+        shared.release_orphans();
+        Broker { shared, listener }
     }
 
     pub fn local_addr(&self) -> SocketAddr {

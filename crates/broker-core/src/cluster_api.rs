@@ -1,14 +1,19 @@
 //! The engine's narrow interface to the cluster layer (ARCHITECTURE.md, "One node, three
-//! layers"). broker-core knows nothing of Raft: it asks the cluster to claim a session,
-//! to commit durable events before it acknowledges them, which other nodes want a topic,
-//! and to forward a publish there. `SingleNode` is the in-process implementation for a
-//! node that is alone; the Raft-backed one lives in `crates/cluster`.
+//! layers"). broker-core knows nothing of Raft: it asks the cluster to commit replicated
+//! [`Event`]s and to forward a publish to another node; the cluster hands every applied
+//! event back to the [`Engine`], on every node, in log order. The engine changes its own
+//! view (registry, subscriptions, retained, durable queues) only from there, so that all
+//! nodes agree.
+//!
+//! `SingleNode` is an in-memory implementation for engine unit tests; the server always
+//! runs the Raft-backed one from `crates/cluster` (a single node is a cluster of one).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::broker::Message;
+use crate::replicated::{Event, Outcome, State, StoredMessage, Target};
 
 /// A node of the cluster.
 pub type NodeId = u64;
@@ -23,51 +28,60 @@ pub enum ClusterError {
     Unavailable(String),
 }
 
-/// Events that must be durable before the client that caused them is acknowledged.
-#[derive(Debug, Clone)]
-pub enum DurableEvent {
-    /// A QoS 1/2 publish (or a retained one) accepted from a client: committed before the
-    /// PUBACK / PUBREC goes out.
-    Publish(Arc<Message>),
-}
-
 pub trait ClusterApi: Send + Sync + 'static {
-    /// Makes this node the owner of `client_id`'s session; resolves once every node
-    /// agrees, so that any previous owner closes its connection. Returns the connection
-    /// epoch (strictly increasing per client id).
-    fn claim_session(&self, client_id: &str) -> ClusterFuture<u64>;
+    /// This node's id.
+    fn node_id(&self) -> NodeId;
 
-    /// Resolves once `event` is durable (on a majority of nodes' disks, in a cluster).
-    fn commit(&self, event: DurableEvent) -> ClusterFuture<()>;
+    /// Proposes `event`. The proposal is queued when this is called (so events proposed
+    /// one after another are applied in that order, even if the future is dropped); the
+    /// future resolves once the event is committed and applied on this node.
+    fn commit(&self, event: Event) -> ClusterFuture<Outcome>;
 
-    /// The other nodes with at least one subscriber whose filter matches `topic`.
-    fn remote_routes(&self, topic: &str, out: &mut Vec<NodeId>);
+    /// Sends one copy of `message` to `node`, for the listed sessions there (the direct
+    /// path: no consensus, lost if the node is unreachable).
+    fn forward(&self, node: NodeId, message: Arc<Message>, targets: Vec<Target>);
 
-    /// Sends one copy of `message` to `node` for delivery to its local subscribers only.
-    fn forward(&self, node: NodeId, message: Arc<Message>);
+    /// Connects the engine: `reset` with the state as it is, then `applied` for every
+    /// event applied from then on, with no gap between the two.
+    fn attach(&self, engine: Arc<dyn Engine>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
-/// A node that is the whole cluster: every claim and commit succeeds at once (there is
-/// nobody to agree with), and there are no remote routes. State lives in this process's
-/// memory until the Raft layer (crates/cluster) replaces this implementation.
-#[derive(Debug, Default)]
+/// What the cluster calls back into.
+pub trait Engine: Send + Sync + 'static {
+    /// Rebuilds the engine's view from a whole state (start-up, snapshot installed).
+    fn reset(&self, state: &State);
+    /// `event` was applied with `outcome`; `state` is the state after it.
+    fn applied(&self, event: &Event, outcome: &Outcome, state: &State);
+    /// Another node forwarded a message for the listed local sessions.
+    fn forwarded(&self, message: StoredMessage, targets: Vec<Target>);
+}
+
+/// A cluster of one, in memory: commits apply at once. For tests of the engine alone.
+#[derive(Default)]
 pub struct SingleNode {
-    epoch: std::sync::atomic::AtomicU64,
+    inner: Mutex<(State, Option<Arc<dyn Engine>>)>,
 }
 
 impl ClusterApi for SingleNode {
-    fn claim_session(&self, _client_id: &str) -> ClusterFuture<u64> {
-        let epoch = self
-            .epoch
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Box::pin(std::future::ready(Ok(epoch + 1)))
+    fn node_id(&self) -> NodeId {
+        1
     }
 
-    fn commit(&self, _event: DurableEvent) -> ClusterFuture<()> {
-        Box::pin(std::future::ready(Ok(())))
+    fn commit(&self, event: Event) -> ClusterFuture<Outcome> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let outcome = inner.0.apply(&event);
+        if let Some(engine) = &inner.1 {
+            engine.applied(&event, &outcome, &inner.0);
+        }
+        Box::pin(std::future::ready(Ok(outcome)))
     }
 
-    fn remote_routes(&self, _topic: &str, _out: &mut Vec<NodeId>) {}
+    fn forward(&self, _node: NodeId, _message: Arc<Message>, _targets: Vec<Target>) {}
 
-    fn forward(&self, _node: NodeId, _message: Arc<Message>) {}
+    fn attach(&self, engine: Arc<dyn Engine>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        engine.reset(&inner.0);
+        inner.1 = Some(engine);
+        Box::pin(std::future::ready(()))
+    }
 }

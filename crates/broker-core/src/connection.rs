@@ -13,8 +13,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::broker::{Message, Shared, SubEntry};
-use crate::cluster_api::DurableEvent;
+use crate::broker::{Message, Shared};
 use crate::codec::{self, DecodeError};
 use crate::metrics::Metrics;
 use crate::packet::{
@@ -22,6 +21,7 @@ use crate::packet::{
     SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
 use crate::session::{Delivery, Inflight, Session, Stage, SubOptions};
+use crate::replicated::{Event, Outcome, StoredSub};
 use crate::topic;
 
 /// Stop reading a client while this much output for it is unwritten.
@@ -199,6 +199,8 @@ struct Connection {
     client_id: Arc<str>,
     username: Option<Arc<str>>,
     session: Arc<Session>,
+    /// The epoch of our claim on the session (replicated registry).
+    epoch: u64,
     /// Boxed: most clients have none, and it is large.
     will: Option<Box<Will>>,
     keep_alive: Option<Duration>,
@@ -301,19 +303,30 @@ impl Connection {
             Protocol::V4 => cfg.max_inflight,
         };
 
-        if let Err(e) = shared.cluster.claim_session(&client_id).await {
-            let ack = refuse(reason::SERVER_UNAVAILABLE, &e.to_string());
+        let claim = Event::Claim {
+            node: shared.node,
+            client_id: client_id.to_string(),
+            clean_start: c.clean_start,
+            expiry_secs: expiry,
+            username: c.username.clone(),
+        };
+        let claimed = match shared.cluster.commit(claim).await {
+            Ok(Outcome::Claimed { epoch, present }) => shared
+                .attach(&client_id, epoch, conn_id, protocol, usize::from(window))
+                .map(|s| (s, present, epoch)),
+            Ok(_) => None,
+            Err(e) => {
+                let ack = refuse(reason::SERVER_UNAVAILABLE, &e.to_string());
+                write_and_close(stream, &ack, protocol).await;
+                return None;
+            }
+        };
+        let Some((session, present, epoch)) = claimed else {
+            // Another connection claimed the client id while we were claiming it.
+            let ack = refuse(reason::SESSION_TAKEN_OVER, "session taken over");
             write_and_close(stream, &ack, protocol).await;
             return None;
-        }
-        let (session, present) = shared.attach(
-            &client_id,
-            c.clean_start,
-            conn_id,
-            protocol,
-            expiry,
-            usize::from(window),
-        );
+        };
         tracing::info!(
             %peer, %client_id, ?protocol, clean_start = c.clean_start,
             session_present = present, keep_alive, "client connected"
@@ -339,6 +352,7 @@ impl Connection {
             client_id,
             username: c.username.map(Into::into),
             session,
+            epoch,
             will: c.will.map(Box::new),
             keep_alive: (keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
@@ -470,8 +484,7 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.on_publish(p).await,
             Packet::PubAck(a) => {
-                self.session.lock().complete(a.pkid, Stage::Published);
-                self.want_drain = true;
+                self.complete(a.pkid, Stage::Published);
                 Ok(())
             }
             Packet::PubRec(a) => {
@@ -489,15 +502,11 @@ impl Connection {
                 Ok(())
             }
             Packet::PubComp(a) => {
-                self.session.lock().complete(a.pkid, Stage::Released);
-                self.want_drain = true;
+                self.complete(a.pkid, Stage::Released);
                 Ok(())
             }
-            Packet::Subscribe(s) => self.on_subscribe(s),
-            Packet::Unsubscribe(u) => {
-                self.on_unsubscribe(u);
-                Ok(())
-            }
+            Packet::Subscribe(s) => self.on_subscribe(s).await,
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u).await,
             Packet::PingReq => {
                 self.send(&Packet::PingResp);
                 Ok(())
@@ -641,21 +650,22 @@ impl Connection {
             p.properties,
             Some(self.client_id.clone()),
         ));
-        if msg.qos != QoS::AtMostOnce {
-            if let Err(e) = shared
-                .cluster
-                .commit(DurableEvent::Publish(msg.clone()))
-                .await
-            {
-                // Never a false acknowledgement: v5 gets a failure code, and 3.1.1,
-                // which has none, loses the connection.
+        let routed = match shared.publish(&msg).await {
+            Ok(routed) => routed,
+            // A QoS 0 message has no ack to withhold: what could be delivered was.
+            Err(e) if msg.qos == QoS::AtMostOnce => {
+                tracing::warn!(client_id = %self.client_id, "publish not committed: {e}");
+                return Ok(reason::SUCCESS);
+            }
+            // Never a false acknowledgement: v5 gets a failure code, and 3.1.1,
+            // which has none, loses the connection.
+            Err(e) => {
                 return match self.protocol {
                     Protocol::V5 => Ok(reason::UNSPECIFIED_ERROR),
                     Protocol::V4 => Err(Exit::violation(reason::SERVER_UNAVAILABLE, e.to_string())),
-                };
+                }
             }
-        }
-        let routed = shared.route(&msg);
+        };
         let matched = routed.matched;
         self.blocked.extend(routed.full);
         Ok(if matched == 0 {
@@ -681,9 +691,8 @@ impl Connection {
         };
         if a.code >= 0x80 {
             // The receiver refused the message: the flow ends here.
-            st.inflight.remove(i);
             drop(st);
-            self.want_drain = true;
+            self.complete(a.pkid, Stage::Published);
             return;
         }
         st.inflight[i].stage = Stage::Released;
@@ -691,10 +700,11 @@ impl Connection {
         self.send(&Packet::PubRel(Ack::new(a.pkid, reason::SUCCESS)));
     }
 
-    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Exit> {
+    async fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Exit> {
         let shared = self.shared.clone();
         let mut codes = Vec::with_capacity(s.filters.len());
-        let mut retained = Vec::new();
+        // (index in `codes`, filter, options, whether it is new), for the accepted ones.
+        let mut accepted = Vec::new();
         for f in s.filters {
             if !topic::valid_topic_filter(&f.filter) {
                 codes.push(reason::TOPIC_FILTER_INVALID);
@@ -724,39 +734,26 @@ impl Connection {
                 retain_handling: f.retain_handling,
                 sub_id: s.subscription_identifier,
             };
-            let existed = self
-                .session
-                .lock()
-                .subscriptions
-                .insert(f.filter.clone(), opts.clone())
-                .is_some();
-            let entry = SubEntry {
-                session: self.session.clone(),
-                opts,
-                username: self.username.clone(),
-            };
-            shared
-                .subs
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(&f.filter, self.client_id.clone(), entry);
+            let existed = self.session.lock().subscriptions.contains_key(&f.filter);
+            accepted.push((codes.len(), f.filter, opts, existed));
             codes.push(f.qos as u8);
-            let wants_retained = match f.retain_handling {
-                RetainHandling::OnSubscribe => true,
-                RetainHandling::OnNewSubscribe => !existed,
-                RetainHandling::Never => false,
+        }
+        // The subscriptions exist once the cluster has them (every node routes to them
+        // from then on); the engine's trie is updated as the event is applied.
+        if !accepted.is_empty() {
+            let event = Event::Subscribe {
+                client_id: self.client_id.to_string(),
+                epoch: self.epoch,
+                filters: accepted
+                    .iter()
+                    .map(|(_, f, o, _)| (f.clone(), StoredSub::from_opts(o)))
+                    .collect(),
             };
-            // Retained messages are not sent for a shared subscription (v5 §4.8.2).
-            if wants_retained && shared_group.is_none() {
-                let store = shared.retained.read().unwrap_or_else(|e| e.into_inner());
-                store.for_each_match(inner, |_, m| {
-                    retained.push(Delivery {
-                        msg: m.clone(),
-                        qos: m.qos.min(f.qos),
-                        retain: true,
-                        sub_ids: s.subscription_identifier.into_iter().collect(),
-                    })
-                });
+            if let Err(e) = shared.cluster.commit(event).await {
+                tracing::warn!(client_id = %self.client_id, "subscribe not committed: {e}");
+                for (i, ..) in accepted.drain(..) {
+                    codes[i] = reason::UNSPECIFIED_ERROR;
+                }
             }
         }
         let refused = codes.iter().any(|&c| c >= 0x80);
@@ -766,6 +763,27 @@ impl Connection {
             reason_string: (refused && self.problem_info)
                 .then(|| "one or more filters refused: invalid or not authorized".into()),
         }));
+        let mut retained = Vec::new();
+        for (_, filter, opts, existed) in accepted {
+            let wants_retained = match opts.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscribe => !existed,
+                RetainHandling::Never => false,
+            };
+            // Retained messages are not sent for a shared subscription (v5 §4.8.2).
+            if wants_retained && topic::split_shared(&filter).is_none() {
+                let store = shared.retained.read().unwrap_or_else(|e| e.into_inner());
+                store.for_each_match(&filter, |_, m| {
+                    retained.push(Delivery {
+                        msg: m.clone(),
+                        qos: m.qos.min(opts.qos),
+                        retain: true,
+                        sub_ids: opts.sub_id.into_iter().collect(),
+                        seq: None,
+                    })
+                });
+            }
+        }
         let mut routed = Default::default();
         let now = Instant::now();
         for d in retained {
@@ -777,27 +795,44 @@ impl Connection {
         Ok(())
     }
 
-    fn on_unsubscribe(&mut self, u: Unsubscribe) {
-        let mut codes = Vec::with_capacity(u.filters.len());
-        for f in &u.filters {
-            let existed = self.session.lock().subscriptions.remove(f).is_some();
-            if existed {
-                self.shared
-                    .subs
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(f, &self.client_id);
-            }
-            codes.push(if existed {
-                reason::SUCCESS
-            } else {
-                reason::NO_SUBSCRIPTION_EXISTED
-            });
+    async fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Exit> {
+        let mut codes: Vec<u8> = {
+            let st = self.session.lock();
+            u.filters
+                .iter()
+                .map(|f| match st.subscriptions.contains_key(f) {
+                    true => reason::SUCCESS,
+                    false => reason::NO_SUBSCRIPTION_EXISTED,
+                })
+                .collect()
+        };
+        let event = Event::Unsubscribe {
+            client_id: self.client_id.to_string(),
+            epoch: self.epoch,
+            filters: u.filters,
+        };
+        if let Err(e) = self.shared.cluster.commit(event).await {
+            tracing::warn!(client_id = %self.client_id, "unsubscribe not committed: {e}");
+            codes.iter_mut().for_each(|c| *c = reason::UNSPECIFIED_ERROR);
         }
         self.send(&Packet::UnsubAck(UnsubAck {
             pkid: u.pkid,
             codes,
         }));
+        Ok(())
+    }
+
+    /// Ends the outbound flow `pkid` at `stage`; a message from the durable queue is
+    /// then acknowledged to the cluster (queued, batched with others, not awaited).
+    fn complete(&mut self, pkid: u16, stage: Stage) {
+        let done = self.session.lock().complete(pkid, stage);
+        if let Some(seq) = done.and_then(|f| f.delivery.seq) {
+            drop(self.shared.cluster.commit(Event::Ack {
+                client_id: self.client_id.to_string(),
+                seqs: vec![seq],
+            }));
+        }
+        self.want_drain = true;
     }
 
     /// Moves deliveries from the session into the write buffer, within the in-flight
@@ -887,7 +922,7 @@ impl Connection {
                 self.wbuf.truncate(start);
                 Metrics::inc(&self.shared.metrics.dropped_too_large);
                 if pkid != 0 {
-                    self.session.lock().complete(pkid, Stage::Published);
+                    self.complete(pkid, Stage::Published);
                 }
                 self.want_drain = true;
             }
@@ -895,7 +930,7 @@ impl Connection {
             Err(e) => {
                 tracing::warn!(client_id = %self.client_id, error = %e, "could not encode PUBLISH");
                 if pkid != 0 {
-                    self.session.lock().complete(pkid, Stage::Published);
+                    self.complete(pkid, Stage::Published);
                 }
             }
         }

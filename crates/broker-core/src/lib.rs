@@ -22,8 +22,10 @@ pub mod cluster_api;
 pub mod codec;
 pub mod config;
 mod connection;
+mod mirror;
 pub mod metrics;
 pub mod packet;
+pub mod replicated;
 pub mod retained;
 mod session;
 pub mod subscriptions;
@@ -31,5 +33,5 @@ pub mod topic;
 pub mod wire;
 
 pub use broker::Broker;
-pub use cluster_api::{ClusterApi, SingleNode};
+pub use cluster_api::{ClusterApi, Engine, SingleNode};
 pub use config::{AclAction, AclRule, Config, Permission, QueuePolicy};

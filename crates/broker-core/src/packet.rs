@@ -79,7 +79,7 @@ pub mod reason {
 pub type UserProperties = Vec<(String, String)>;
 
 /// The application properties of a message (PUBLISH or will), forwarded unchanged.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageProperties {
     pub payload_format_indicator: Option<u8>,
     /// Seconds; on delivery the broker rewrites it to the time that remains.

@@ -4,12 +4,13 @@
 //! → session, and never a session lock across an `.await`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
 use crate::broker::Message;
+use crate::cluster_api::NodeId;
 use crate::packet::{Protocol, QoS, RetainHandling};
 
 /// One message on its way to one session.
@@ -21,6 +22,9 @@ pub(crate) struct Delivery {
     pub retain: bool,
     /// v5 subscription identifiers of every matching subscription.
     pub sub_ids: Vec<u32>,
+    /// Its sequence number in the session's durable queue (replicated state), acked
+    /// through the cluster once the client acknowledges it.
+    pub seq: Option<u64>,
 }
 
 /// How far an outbound QoS 1/2 message has got.
@@ -82,6 +86,8 @@ pub(crate) struct SessionState {
     /// Sent, awaiting acknowledgement, in send order (resent in this order).
     pub inflight: VecDeque<Inflight>,
     pub last_pkid: u16,
+    /// The epoch of the claim that made this node the owner (replicated registry).
+    pub epoch: u64,
     /// Inbound QoS 2 packet ids: PUBREC sent, PUBREL not yet received.
     pub incoming_qos2: HashSet<u16>,
     /// Outbound window: max unacknowledged QoS 1/2 messages.
@@ -103,19 +109,13 @@ impl SessionState {
         }
     }
 
-    /// Forgets the outbound flow `pkid` at `stage`; true if it was there.
-    pub fn complete(&mut self, pkid: u16, stage: Stage) -> bool {
-        match self
+    /// Forgets the outbound flow `pkid` at `stage`, returning it if it was there.
+    pub fn complete(&mut self, pkid: u16, stage: Stage) -> Option<Inflight> {
+        let i = self
             .inflight
             .iter()
-            .position(|f| f.pkid == pkid && f.stage == stage)
-        {
-            Some(i) => {
-                self.inflight.remove(i);
-                true
-            }
-            None => false,
-        }
+            .position(|f| f.pkid == pkid && f.stage == stage)?;
+        self.inflight.remove(i)
     }
 }
 
@@ -127,19 +127,31 @@ pub(crate) struct Session {
     pub wake: Notify,
     /// Wakes publishers waiting for room in `pending` (backpressure policy).
     pub room: Notify,
-    /// Mirrors `state.attached.is_some()` for lock-free checks on the hot path.
+    /// Mirrors `state.attached.is_some()` for lock-free checks on the hot path (for a
+    /// session owned by another node: whether its client is connected there).
     online: AtomicBool,
+    /// The node that owns the session (serves its client); others only route to it.
+    owner: AtomicU64,
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>) -> Arc<Session> {
+    pub fn new(client_id: Arc<str>, owner: NodeId) -> Arc<Session> {
         Arc::new(Session {
             client_id,
             state: Mutex::new(SessionState::default()),
             wake: Notify::new(),
             room: Notify::new(),
             online: AtomicBool::new(false),
+            owner: AtomicU64::new(owner),
         })
+    }
+
+    pub fn owner(&self) -> NodeId {
+        self.owner.load(Ordering::Acquire)
+    }
+
+    pub fn set_owner(&self, node: NodeId) {
+        self.owner.store(node, Ordering::Release);
     }
 
     pub fn lock(&self) -> MutexGuard<'_, SessionState> {

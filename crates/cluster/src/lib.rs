@@ -1,1 +1,15 @@
-//! Raft cluster layer (issue 4).
+//! raftmq's cluster layer: openraft 0.9 over sled storage (`persistence`), implementing
+//! the engine's [`broker_core::ClusterApi`].
+//!
+//! - `types`: the Raft type configuration, node addresses, and the replicated app state
+//!   (broker-core's `replicated::State`, plus the engine observing it).
+//! - `network`: the node-to-node transport (frames, requests, openraft's client side).
+//! - `node`: one member: start (bootstrap / join), the proposer (group commit), the
+//!   transport server, membership changes and status.
+
+mod network;
+mod node;
+mod types;
+
+pub use node::{Node, NodeStatus, Settings, StartError, Status};
+pub use types::NodeInfo;

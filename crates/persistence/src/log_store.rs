@@ -60,6 +60,14 @@ impl<C: RaftTypeConfig> LogStore<C> {
         })
     }
 
+    /// The last committed log index this node has recorded (for status reports).
+    pub fn committed_index(&self) -> Option<u64> {
+        self.get_meta::<LogId<C::NodeId>>(KEY_COMMITTED)
+            .ok()
+            .flatten()
+            .map(|l| l.index)
+    }
+
     /// Decodes every metadata value and the first and last entries, so that corruption is
     /// reported at open time rather than later.
     pub(crate) fn check(&self) -> Result<(), String> {

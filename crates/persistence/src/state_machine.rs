@@ -52,6 +52,10 @@ pub trait Apply<C: RaftTypeConfig>:
 {
     /// Applies one committed command and returns its response.
     fn apply(&mut self, data: &C::D) -> C::R;
+
+    /// Called on a state just decoded from an installed snapshot, with the state it
+    /// replaces: carries over whatever is not part of the data (observers).
+    fn installed(&mut self, _previous: &mut Self) {}
 }
 
 struct SmState<C: RaftTypeConfig, A> {
@@ -158,6 +162,18 @@ pub struct StateMachineStore<C: RaftTypeConfig, A> {
     snapshot_seq: Arc<AtomicU64>,
 }
 
+/// A clone shares the state: keep one to read or observe the state after handing the
+/// store to openraft.
+impl<C: RaftTypeConfig, A> Clone for StateMachineStore<C, A> {
+    fn clone(&self) -> Self {
+        Self {
+            trees: self.trees.clone(),
+            state: self.state.clone(),
+            snapshot_seq: self.snapshot_seq.clone(),
+        }
+    }
+}
+
 impl<C: RaftTypeConfig, A> Debug for StateMachineStore<C, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateMachineStore").finish_non_exhaustive()
@@ -204,6 +220,11 @@ where
             state: Arc::new(RwLock::new(state)),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Runs `f` on the application state with applies held off (to attach observers).
+    pub async fn with_app_mut<T>(&self, f: impl FnOnce(&mut A) -> T) -> T {
+        f(&mut self.state.write().await.app)
     }
 
     /// Runs `f` on the current application state (for local, possibly stale, reads).
@@ -312,8 +333,10 @@ where
         let data = snapshot.into_inner();
         let new_state = decode_snapshot::<C, A>(meta, &data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &Msg(e)))?;
+        let mut new_state = new_state;
         let mut st = self.state.write().await;
         self.trees.persist::<C>(meta, &data).await?;
+        new_state.app.installed(&mut st.app);
         *st = new_state;
         Ok(())
     }

@@ -1,23 +1,38 @@
-//! Command-line flags. Every engine setting has a flag named after its TOML key; each
-//! flag is optional so that an absent flag leaves the file's value (or the default) alone.
-//! The defaults quoted in the help are checked against `Config::default()` by a test.
+//! Command-line flags. Every setting has a flag named after its TOML key; each flag is
+//! optional so that an absent flag leaves the file's value (or the default) alone. The
+//! defaults quoted in the help are checked against `Settings::default()` by a test.
+//!
+//! `raftmq cluster …` subcommands do not start a server: they ask a running node over its
+//! HTTP API (see `ctl`), so they take none of the server's flags.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use broker_core::QueuePolicy;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use serde::de::IntoDeserializer;
 use serde::Deserialize;
 use tracing::level_filters::LevelFilter;
 
-/// raftmq: a clustered MQTT 3.1.1 / 5.0 broker (today a single node, state in memory).
+/// raftmq: a clustered MQTT 3.1.1 / 5.0 broker whose nodes replicate sessions,
+/// subscriptions, retained messages and QoS 1/2 queues through Raft, kept on disk.
 ///
-/// Settings come from the defaults, then the --config file, then these flags: a flag wins
-/// over the file. Invalid settings are reported on one line and exit with status 2.
+/// Without a subcommand, raftmq runs a node: alone (a cluster of one that others may
+/// join) or joining a cluster through --join. Settings come from the defaults, then the
+/// --config file, then these flags: a flag wins over the file. Invalid settings are
+/// reported on one line and exit with status 2.
 #[derive(Debug, Default, Parser)]
-#[command(name = "raftmq", version, about, long_about)]
+#[command(
+    name = "raftmq",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TOML file with any of the settings below, keyed by their snake_case names, plus
     /// [[acl]] tables for access rules (see --print-default-config) [default: none].
     #[arg(long, value_name = "FILE")]
@@ -27,8 +42,8 @@ pub struct Cli {
     #[arg(long, exclusive = true)]
     pub print_default_config: bool,
 
-    /// Directory reserved for durable cluster state; not used yet: all state is in memory
-    /// and lost on restart [default: ./data].
+    /// Directory holding the node's durable state: Raft log, sessions, retained
+    /// messages [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
@@ -36,6 +51,36 @@ pub struct Cli {
     /// [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<LevelFilter>,
+
+    /// This node's id, unique in the cluster; required with --join [default: 1 when
+    /// starting alone].
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<u64>,
+
+    /// Address of the node-to-node (Raft) transport listener [default: 0.0.0.0:7000].
+    #[arg(long, value_name = "ADDR")]
+    pub cluster_addr: Option<SocketAddr>,
+
+    /// Cluster address that peers should dial, when --cluster-addr is not reachable as
+    /// such (containers, NAT) [default: derived from --cluster-addr].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_addr: Option<String>,
+
+    /// Cluster addresses of existing members to join through, comma-separated or
+    /// repeated; without it the node starts alone or restarts from --data-dir
+    /// [default: none].
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    pub join: Option<Vec<String>>,
+
+    /// Seconds a new node keeps trying its --join addresses before giving up
+    /// [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub join_timeout_secs: Option<u64>,
+
+    /// Address of the HTTP API listener: /health, /ready, /cluster
+    /// [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
 
     /// Address of the MQTT over TCP listener [default: 0.0.0.0:1883].
     #[arg(long, value_name = "ADDR")]
@@ -90,6 +135,63 @@ pub struct Cli {
     pub worker_threads: Option<usize>,
 }
 
+/// Work done on a running node instead of starting one.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show or change a running cluster's membership, through a node's HTTP API.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterAction {
+    /// Print the node's Raft state and the cluster's members.
+    Status {
+        #[command(flatten)]
+        node: NodeEndpoint,
+        /// Print the node's status JSON as it came.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take the asked node out of the cluster (before stopping it for good).
+    Leave {
+        #[command(flatten)]
+        node: NodeEndpoint,
+    },
+    /// Take node ID out of the cluster, e.g. one that is gone and will not come back.
+    Remove {
+        /// Id of the node to remove.
+        id: u64,
+        #[command(flatten)]
+        node: NodeEndpoint,
+    },
+}
+
+impl ClusterAction {
+    pub fn node(&self) -> &NodeEndpoint {
+        match self {
+            ClusterAction::Status { node, .. }
+            | ClusterAction::Leave { node }
+            | ClusterAction::Remove { node, .. } => node,
+        }
+    }
+}
+
+/// Which node a subcommand asks.
+#[derive(Debug, Args)]
+pub struct NodeEndpoint {
+    /// HTTP API address (--http-addr) of the node to ask.
+    #[arg(long = "http", value_name = "HOST:PORT", default_value = "127.0.0.1:8080",
+          value_parser = parse_host_port)]
+    pub http: String,
+}
+
+fn parse_host_port(s: &str) -> Result<String, String> {
+    crate::config::check_host_port(s).map(|()| s.to_string())
+}
+
 /// Reads the policy through its serde names so that the flag and the file accept the
 /// same words.
 fn parse_queue_policy(s: &str) -> Result<QueuePolicy, String> {
@@ -107,25 +209,50 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Settings without a value by default are absent from the defaults' table; their
+    /// help says in words what happens when they are not given.
     #[test]
     fn every_setting_has_a_flag_whose_help_quotes_its_default() {
         let defaults = crate::config::Settings::default().to_table();
         let command = Cli::command();
-        for (key, value) in defaults.iter().filter(|(key, _)| *key != "acl") {
+        for key in crate::config::Settings::keys() {
+            if key == "acl" {
+                continue;
+            }
             let arg = command
                 .get_arguments()
                 .find(|arg| arg.get_id() == key.as_str())
                 .unwrap_or_else(|| panic!("no flag for setting {key}"));
-            let shown = match value {
-                toml::Value::String(s) => s.clone(),
-                other => other.to_string(),
+            let shown = match defaults.get(&key) {
+                Some(toml::Value::String(s)) => s.clone(),
+                Some(toml::Value::Array(a)) if a.is_empty() => "none".to_string(),
+                Some(other) => other.to_string(),
+                None => String::new(),
             };
             let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
             assert!(
-                help.contains(&format!("[default: {shown}]")),
-                "--{key} help should say [default: {shown}]: {help}"
+                help.contains(&format!("[default: {shown}")) && help.ends_with(']'),
+                "--{key} help should end with [default: {shown}…]: {help}"
             );
         }
+    }
+
+    #[test]
+    fn unset_defaults_are_explained() {
+        let command = Cli::command();
+        let help = |id: &str| {
+            let arg = command.get_arguments().find(|a| a.get_id() == id).unwrap();
+            arg.get_help().unwrap().to_string()
+        };
+        assert!(help("node_id").contains("required with --join [default: 1 when starting alone]"));
+        assert!(help("advertise_addr").ends_with("[default: derived from --cluster-addr]"));
+    }
+
+    #[test]
+    fn join_takes_a_comma_separated_list() {
+        let cli = Cli::try_parse_from(["raftmq", "--join", "a:1,b:2", "--join", "c:3"]).unwrap();
+        assert_eq!(cli.join.unwrap(), ["a:1", "b:2", "c:3"]);
+        assert_eq!(Cli::try_parse_from(["raftmq"]).unwrap().join, None);
     }
 
     #[test]

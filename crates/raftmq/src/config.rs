@@ -1,8 +1,9 @@
 //! The server's settings: the engine's `Config` plus the binary's own keys (`data_dir`,
-//! `log_level`), merged as defaults ← TOML file ← flags. Errors are one line naming the
-//! setting, ready for `raftmq: error: …`.
+//! `log_level`, the cluster's), merged as defaults ← TOML file ← flags. Errors are one
+//! line naming the setting, ready for `raftmq: error: …`.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use broker_core::Config;
@@ -13,10 +14,11 @@ use crate::cli::Cli;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Reserved for the durable cluster layer; nothing reads it yet.
+    /// The node's durable state: Raft log, sessions, retained messages.
     pub data_dir: PathBuf,
     /// Used when RUST_LOG is not set.
     pub log_level: LevelFilter,
+    pub cluster: ClusterSettings,
     pub engine: Config,
 }
 
@@ -25,8 +27,121 @@ impl Default for Settings {
         Settings {
             data_dir: PathBuf::from("./data"),
             log_level: LevelFilter::INFO,
+            cluster: ClusterSettings::default(),
             engine: Config::default(),
         }
+    }
+}
+
+/// Where this node sits in a cluster and how it finds the others. In the file these are
+/// top-level keys like every other setting; the struct only groups them for the code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Unique in the cluster. `None` is allowed only for a node starting alone, which
+    /// takes `DEFAULT_NODE_ID`; a joining node must be told, since two nodes picking the
+    /// same default would corrupt each other's Raft state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u64>,
+    /// Listener of the node-to-node transport (Raft RPCs, forwarded publishes).
+    pub cluster_addr: SocketAddr,
+    /// host:port that peers dial to reach `cluster_addr`, when that differs (containers,
+    /// NAT, a wildcard listen address). `None`: derived from `cluster_addr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<String>,
+    /// host:port cluster addresses of existing members to ask for admission; empty to
+    /// start alone (or to restart from `data_dir`).
+    pub join: Vec<String>,
+    /// How long a new node keeps trying its `join` addresses before giving up.
+    pub join_timeout_secs: u64,
+    /// Listener of the HTTP API (health, readiness, cluster status and membership).
+    pub http_addr: SocketAddr,
+}
+
+/// The node id of a node started without `--node-id` (and without `--join`).
+pub const DEFAULT_NODE_ID: u64 = 1;
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            node_id: None,
+            cluster_addr: SocketAddr::from(([0, 0, 0, 0], 7000)),
+            advertise_addr: None,
+            join: Vec::new(),
+            join_timeout_secs: 60,
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+/// The cluster's keys, taken out of the file's flat table before the engine's are read.
+const CLUSTER_KEYS: [&str; 6] = [
+    "node_id",
+    "cluster_addr",
+    "advertise_addr",
+    "join",
+    "join_timeout_secs",
+    "http_addr",
+];
+
+/// Settings without a default value: absent from the printed file (TOML has no null),
+/// which shows them as these commented lines instead.
+const UNSET_EXAMPLES: [(&str, &str); 2] = [
+    (
+        "node_id",
+        "# node_id = 1                      # required with join",
+    ),
+    (
+        "advertise_addr",
+        "# advertise_addr = \"raftmq-1:7000\" # default: derived from cluster_addr",
+    ),
+];
+
+impl ClusterSettings {
+    /// This node's id: the one given, or `DEFAULT_NODE_ID` for a node starting alone.
+    pub fn id(&self) -> u64 {
+        self.node_id.unwrap_or(DEFAULT_NODE_ID)
+    }
+
+    /// Checks what the types cannot: addresses that are host names, and node ids.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(addr) = &self.advertise_addr {
+            check_host_port(addr).map_err(|e| format!("advertise_addr: {e}"))?;
+        }
+        for addr in &self.join {
+            check_host_port(addr).map_err(|e| format!("join: {e}"))?;
+        }
+        if !self.join.is_empty() && self.node_id.is_none() {
+            return Err("node_id: required with join \
+                        (each node of a cluster needs a unique --node-id)"
+                .to_string());
+        }
+        if self.join_timeout_secs == 0 {
+            return Err("join_timeout_secs: must be at least 1".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Accepts `host:port` as a peer would dial it: a non-empty host name or address (IPv6 in
+/// brackets) and a port from 1 to 65535. The host is not resolved here: it may name a
+/// peer that is not up yet.
+pub fn check_host_port(addr: &str) -> Result<(), String> {
+    let bad = |why: &str| format!("`{addr}` is not host:port ({why})");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if host.contains(':') && !bracketed {
+        return Err(bad("an IPv6 address goes in brackets"));
+    }
+    if host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(bad("invalid host"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(bad("the port must be 1 to 65535")),
+        Ok(_) => Ok(()),
     }
 }
 
@@ -35,6 +150,8 @@ impl Default for Settings {
 struct FileView<'a> {
     data_dir: &'a Path,
     log_level: String,
+    #[serde(flatten)]
+    cluster: &'a ClusterSettings,
     #[serde(flatten)]
     engine: &'a Config,
 }
@@ -57,8 +174,13 @@ impl Settings {
             None => Settings::default(),
         };
         settings.apply_flags(cli);
-        settings.engine.validate()?;
+        settings.validate()?;
         Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.cluster.validate()?;
+        self.engine.validate()
     }
 
     fn read_file(path: &Path) -> Result<Settings, String> {
@@ -72,9 +194,8 @@ impl Settings {
     /// (`acl[0].action: …`) so the message names the setting.
     fn from_toml(text: &str) -> Result<Settings, String> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
-        let known = Settings::default().to_table();
-        if let Some(key) = table.keys().find(|key| !known.contains_key(*key)) {
-            let known: Vec<&str> = known.keys().map(String::as_str).collect();
+        let known = Settings::keys();
+        if let Some(key) = table.keys().find(|key| !known.contains(key)) {
             return Err(format!(
                 "unknown field `{key}` (known: {})",
                 known.join(", ")
@@ -88,9 +209,22 @@ impl Settings {
             let level: String = value_of("log_level", value)?;
             settings.log_level = level.parse().map_err(|e| format!("log_level: {e}"))?;
         }
-        settings.engine = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| format!("{}: {}", e.path(), e.inner().message()))?;
+        let cluster: toml::Table = CLUSTER_KEYS
+            .iter()
+            .filter_map(|key| Some((key.to_string(), table.remove(*key)?)))
+            .collect();
+        settings.cluster = deserialize_named(cluster)?;
+        settings.engine = deserialize_named(table)?;
         Ok(settings)
+    }
+
+    /// Every key a file may hold, sorted: those printed with their default, plus the
+    /// unset ones.
+    pub(crate) fn keys() -> Vec<String> {
+        let mut keys: Vec<String> = Settings::default().to_table().keys().cloned().collect();
+        keys.extend(UNSET_EXAMPLES.map(|(key, _)| key.to_string()));
+        keys.sort();
+        keys
     }
 
     /// Every flag given replaces the value from the file or the default. The exhaustive
@@ -99,8 +233,15 @@ impl Settings {
         let Cli {
             config: _,
             print_default_config: _,
+            command: _,
             data_dir,
             log_level,
+            node_id,
+            cluster_addr,
+            advertise_addr,
+            join,
+            join_timeout_secs,
+            http_addr,
             mqtt_addr,
             max_packet_size,
             max_connections,
@@ -117,6 +258,13 @@ impl Settings {
         let engine = &mut self.engine;
         set(&mut self.data_dir, data_dir);
         set(&mut self.log_level, log_level);
+        let cluster = &mut self.cluster;
+        set_optional(&mut cluster.node_id, node_id);
+        set(&mut cluster.cluster_addr, cluster_addr);
+        set_optional(&mut cluster.advertise_addr, advertise_addr);
+        set(&mut cluster.join, join);
+        set(&mut cluster.join_timeout_secs, join_timeout_secs);
+        set(&mut cluster.http_addr, http_addr);
         set(&mut engine.mqtt_addr, mqtt_addr);
         set(&mut engine.max_packet_size, max_packet_size);
         set(&mut engine.max_connections, max_connections);
@@ -131,9 +279,24 @@ impl Settings {
         set(&mut engine.worker_threads, worker_threads);
     }
 
-    /// The settings as a TOML file would hold them.
+    /// The settings as a TOML file would hold them. Unset optional settings show as
+    /// commented examples where the cluster's keys start.
     pub fn to_toml(&self) -> String {
-        let mut text = toml::to_string(&self.view()).expect("settings serialize to TOML");
+        let values = toml::to_string(&self.view()).expect("settings serialize to TOML");
+        let table = self.to_table();
+        let mut text = String::with_capacity(values.len() + 1024);
+        for line in values.lines() {
+            if line.starts_with("cluster_addr =") {
+                for (key, example) in UNSET_EXAMPLES {
+                    if !table.contains_key(key) {
+                        text.push_str(example);
+                        text.push('\n');
+                    }
+                }
+            }
+            text.push_str(line);
+            text.push('\n');
+        }
         if self.engine.acl.is_empty() {
             text.push('\n');
             text.push_str(ACL_EXAMPLE);
@@ -149,6 +312,7 @@ impl Settings {
         FileView {
             data_dir: &self.data_dir,
             log_level: self.log_level.to_string(),
+            cluster: &self.cluster,
             engine: &self.engine,
         }
     }
@@ -158,6 +322,20 @@ fn set<T: Clone>(setting: &mut T, flag: &Option<T>) {
     if let Some(value) = flag {
         *setting = value.clone();
     }
+}
+
+/// For settings that may stay unset: a flag sets them, an absent flag leaves them be.
+fn set_optional<T: Clone>(setting: &mut Option<T>, flag: &Option<T>) {
+    if flag.is_some() {
+        setting.clone_from(flag);
+    }
+}
+
+/// Serde errors prefixed with their path (`acl[0].action: …`), so the message names the
+/// setting.
+fn deserialize_named<T: for<'de> Deserialize<'de>>(table: toml::Table) -> Result<T, String> {
+    serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|e| format!("{}: {}", e.path(), e.inner().message()))
 }
 
 fn value_of<T: for<'de> Deserialize<'de>>(key: &str, value: toml::Value) -> Result<T, String> {
@@ -192,7 +370,7 @@ mod tests {
     fn merge(file: &str, args: &[&str]) -> Result<Settings, String> {
         let mut settings = Settings::from_toml(file)?;
         settings.apply_flags(&cli(args));
-        settings.engine.validate()?;
+        settings.validate()?;
         Ok(settings)
     }
 
@@ -235,12 +413,26 @@ mod tests {
                 "--worker-threads=3",
                 "--log-level=trace",
                 "--data-dir=d",
+                "--node-id=4",
+                "--cluster-addr=127.0.0.4:7004",
+                "--advertise-addr=raftmq-4:7004",
+                "--join=raftmq-1:7000,raftmq-2:7000",
+                "--join-timeout-secs=5",
+                "--http-addr=127.0.0.4:8084",
             ],
         )
         .unwrap();
         let expected = Settings {
             data_dir: PathBuf::from("d"),
             log_level: LevelFilter::TRACE,
+            cluster: ClusterSettings {
+                node_id: Some(4),
+                cluster_addr: "127.0.0.4:7004".parse().unwrap(),
+                advertise_addr: Some("raftmq-4:7004".into()),
+                join: vec!["raftmq-1:7000".into(), "raftmq-2:7000".into()],
+                join_timeout_secs: 5,
+                http_addr: "127.0.0.4:8084".parse().unwrap(),
+            },
             engine: Config {
                 mqtt_addr: "127.0.0.1:1999".parse().unwrap(),
                 max_packet_size: 2048,
@@ -307,6 +499,24 @@ mod tests {
                 "acl[0].topic: ",
             ),
             ("max_inflight = 0", "max_inflight: must be at least 1"),
+            ("node_id = -1", "node_id: invalid value: integer `-1`"),
+            (
+                "cluster_addr = \"raftmq-1:7000\"",
+                "cluster_addr: invalid socket address syntax",
+            ),
+            ("join = \"a:1\"", "join: invalid type: string \"a:1\""),
+            (
+                "node_id = 2\njoin = [\"a:1\", \"b\"]",
+                "join: `b` is not host:port (no port)",
+            ),
+            (
+                "advertise_addr = \"h:70000\"",
+                "advertise_addr: `h:70000` is not host:port",
+            ),
+            (
+                "join_timeout_secs = 0",
+                "join_timeout_secs: must be at least 1",
+            ),
             ("\n\nmax_inflight = ", "line 3: "),
         ];
         for (file, expected) in cases {
@@ -314,6 +524,64 @@ mod tests {
             assert!(err.starts_with(expected), "{file:?}: got {err:?}");
             assert!(!err.contains('\n'), "{file:?}: not one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn cluster_defaults_start_a_node_alone() {
+        let cluster = Settings::default().cluster;
+        assert_eq!(cluster.node_id, None);
+        assert_eq!(cluster.id(), 1);
+        assert_eq!(cluster.cluster_addr.to_string(), "0.0.0.0:7000");
+        assert_eq!(cluster.advertise_addr, None);
+        assert!(cluster.join.is_empty());
+        assert_eq!(cluster.join_timeout_secs, 60);
+        assert_eq!(cluster.http_addr.to_string(), "0.0.0.0:8080");
+    }
+
+    #[test]
+    fn join_needs_a_node_id_from_the_file_or_a_flag() {
+        let expected = "node_id: required with join \
+                        (each node of a cluster needs a unique --node-id)";
+        let err = Settings::load(&cli(&["--join", "10.0.0.1:7000"])).unwrap_err();
+        assert_eq!(err, expected);
+        assert_eq!(merge("join = [\"h:7000\"]", &[]).unwrap_err(), expected);
+        let settings = merge("join = [\"h:7000\"]", &["--node-id", "2"]).unwrap();
+        assert_eq!(settings.cluster.node_id, Some(2));
+        let settings = merge("node_id = 3", &["--join", "h:7000"]).unwrap();
+        assert_eq!(settings.cluster.node_id, Some(3));
+    }
+
+    #[test]
+    fn join_flag_is_a_list_that_replaces_the_files() {
+        let file = "node_id = 2\njoin = [\"a:1\", \"b:2\"]";
+        assert_eq!(merge(file, &[]).unwrap().cluster.join, ["a:1", "b:2"]);
+        let repeated = merge(file, &["--join", "c:3", "--join", "[::1]:4"]).unwrap();
+        assert_eq!(repeated.cluster.join, ["c:3", "[::1]:4"]);
+        let err = merge("", &["--node-id=2", "--join=a:1,,b:2"]).unwrap_err();
+        assert!(err.starts_with("join: `` is not host:port"), "{err}");
+    }
+
+    #[test]
+    fn host_port_is_checked_without_resolving() {
+        for good in [
+            "raftmq-1:7000",
+            "10.0.0.1:1",
+            "[::1]:65535",
+            "a.b.example:7000",
+        ] {
+            assert_eq!(check_host_port(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "raftmq-1", ":7000", "h:", "h:0", "h:65536", "h:x", "::1:7000", "h/x:1",
+        ] {
+            let err = check_host_port(bad).unwrap_err();
+            assert!(
+                err.starts_with(&format!("`{bad}` is not host:port (")),
+                "{err}"
+            );
+        }
+        let err = Settings::load(&cli(&["--advertise-addr", "nope"])).unwrap_err();
+        assert_eq!(err, "advertise_addr: `nope` is not host:port (no port)");
     }
 
     #[test]
@@ -339,7 +607,32 @@ mod tests {
         let text = Settings::default().to_toml();
         assert!(text.contains("log_level = \"info\""), "{text}");
         assert!(text.contains("data_dir = \"./data\""), "{text}");
+        assert!(text.contains("\n# node_id = 1 "), "{text}");
+        assert!(text.contains("\n# advertise_addr = "), "{text}");
+        assert!(text.contains("\njoin = []\n"), "{text}");
         assert_eq!(Settings::from_toml(&text).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn set_optional_settings_print_as_values() {
+        let mut settings = Settings::default();
+        settings.cluster.node_id = Some(7);
+        settings.cluster.advertise_addr = Some("raftmq-7:7000".into());
+        settings.cluster.join = vec!["raftmq-1:7000".into()];
+        let text = settings.to_toml();
+        assert!(text.contains("\nnode_id = 7\n"), "{text}");
+        assert!(!text.contains("# node_id"), "{text}");
+        assert!(!text.contains("# advertise_addr"), "{text}");
+        assert_eq!(Settings::from_toml(&text).unwrap(), settings);
+    }
+
+    #[test]
+    fn unset_settings_are_known_keys() {
+        let keys = Settings::keys();
+        for key in CLUSTER_KEYS {
+            assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
+        }
+        assert!(merge("node_id = 1\nadvertise_addr = \"h:1\"", &[]).is_ok());
     }
 
     #[test]

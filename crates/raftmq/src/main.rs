@@ -3,19 +3,24 @@
 //!
 //! - `cli`: the flags.
 //! - `config`: the merged settings, the TOML file and its error messages.
+//! - `server`: start-up of a node: listeners, the cluster member, the broker.
+//! - `http`: the HTTP API (health, readiness, cluster status and membership).
+//! - `ctl`: `raftmq cluster ...`, the client side of that API.
 //!
 //! Exit status: 0 after a clean stop, 2 for any invalid setting (as clap does for a bad
 //! flag), 1 when the broker cannot start or fails while running.
 
 mod cli;
 mod config;
+mod ctl;
+mod http;
+mod server;
 
 use std::fmt::Display;
 use std::future::Future;
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 
-use broker_core::{Broker, Config};
 use clap::Parser;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
@@ -29,7 +34,7 @@ use crate::config::Settings;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
@@ -37,6 +42,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return flag_error(e),
     };
+    if let Some(command) = &cli.command {
+        return ctl::run(command);
+    }
     if cli.print_default_config {
         return match io::stdout().write_all(Settings::default().to_toml().as_bytes()) {
             Ok(()) => ExitCode::SUCCESS,
@@ -65,40 +73,16 @@ fn main() -> ExitCode {
         }
     };
     match runtime.enable_all().build() {
-        Ok(runtime) => runtime.block_on(serve(settings.engine)),
+        Ok(runtime) => runtime.block_on(server::serve(settings)),
         Err(e) => fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     }
 }
 
-/// Binds, logs the address, and serves until a signal arrives.
-async fn serve(config: Config) -> ExitCode {
-    // Installed before binding so that a signal during start-up stops us gracefully
-    // rather than by the default action.
-    let shutdown = match shutdown_signal() {
-        Ok(shutdown) => shutdown,
-        Err(e) => return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}")),
-    };
-    let addr = config.mqtt_addr;
-    let broker = match Broker::bind(config).await {
-        Ok(broker) => broker,
-        Err(e) => {
-            return fail(
-                EXIT_FAILURE,
-                format!("mqtt_addr {addr}: cannot listen: {e}"),
-            )
-        }
-    };
-    tracing::info!("raftmq listening on {}", broker.local_addr());
-    match broker.run(shutdown).await {
-        Ok(()) => {
-            tracing::info!("raftmq stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!("raftmq stopped: {e}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+/// `crate` at `level`, but no more talkative than warnings.
+fn quiet(krate: &str, level: LevelFilter) -> Result<tracing_subscriber::filter::Directive, String> {
+    format!("{krate}={}", level.min(LevelFilter::WARN))
+        .parse()
+        .map_err(|e| format!("log filter: {e}"))
 }
 
 /// RUST_LOG, when set, is a full filter and wins over `--log-level`.
@@ -107,7 +91,12 @@ fn init_tracing(level: LevelFilter) -> Result<(), String> {
         Ok(directives) if !directives.is_empty() => {
             EnvFilter::try_new(&directives).map_err(|e| format!("RUST_LOG: {e}"))?
         }
-        _ => EnvFilter::default().add_directive(level.into()),
+        // openraft narrates every vote and membership step at info; our own cluster
+        // module logs the events an operator needs (leader and membership changes).
+        _ => EnvFilter::default()
+            .add_directive(level.into())
+            .add_directive(quiet("openraft", level)?)
+            .add_directive(quiet("sled", level)?),
     };
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
@@ -120,7 +109,7 @@ fn init_tracing(level: LevelFilter) -> Result<(), String> {
 
 /// Resolves on the first SIGINT or SIGTERM.
 #[cfg(unix)]
-fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+pub(crate) fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{signal, SignalKind};
 
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -136,7 +125,7 @@ fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
 
 /// Resolves on Ctrl-C; never, if it cannot be watched (rather than stopping at once).
 #[cfg(not(unix))]
-fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+pub(crate) fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
     Ok(async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -162,7 +151,7 @@ fn flag_error(e: clap::Error) -> ExitCode {
 }
 
 /// Reports one line on stderr, whatever the message holds, and gives the exit status.
-fn fail(code: u8, message: impl Display) -> ExitCode {
+pub(crate) fn fail(code: u8, message: impl Display) -> ExitCode {
     let message = message.to_string().replace('\n', " ");
     eprintln!("raftmq: error: {message}");
     ExitCode::from(code)

@@ -1,0 +1,475 @@
+//! The state every node holds identically (ARCHITECTURE.md, "What goes through Raft"):
+//! the session registry with each session's subscriptions and durable queue, and the
+//! retained messages. [`State::apply`] is deterministic: the cluster layer applies the
+//! same [`Event`]s in the same order on every node, and the engine mirrors what applied
+//! events mean for its own clients (`broker::Shared::applied`).
+//!
+//! Everything here is plain data persisted in the Raft log and in snapshots (bincode 2
+//! through serde): never reorder or remove variants or fields, only append.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::broker::Message;
+use crate::cluster_api::NodeId;
+use crate::packet::{MessageProperties, QoS, RetainHandling};
+use crate::session::SubOptions;
+
+/// A message as replicated and forwarded: no `Instant`s (they mean nothing on another
+/// machine), the expiry as wall-clock milliseconds instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: u8,
+    pub retain: bool,
+    pub properties: MessageProperties,
+    /// Unix milliseconds at which the v5 message expiry runs out.
+    pub expires_at_ms: Option<u64>,
+    pub publisher: Option<String>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl StoredMessage {
+    pub fn from_message(m: &Message) -> StoredMessage {
+        let now = Instant::now();
+        StoredMessage {
+            topic: m.topic.clone(),
+            payload: m.payload.clone(),
+            qos: m.qos as u8,
+            retain: m.retain,
+            properties: m.properties.clone(),
+            expires_at_ms: m
+                .expires_at
+                .map(|t| unix_ms(SystemTime::now() + t.saturating_duration_since(now))),
+            publisher: m.publisher.as_deref().map(str::to_string),
+        }
+    }
+
+    pub fn to_message(&self) -> Message {
+        let mut m = Message::new(
+            self.topic.clone(),
+            self.payload.clone(),
+            QoS::from_u8(self.qos).unwrap_or(QoS::AtMostOnce),
+            self.retain,
+            self.properties.clone(),
+            self.publisher.as_deref().map(Into::into),
+        );
+        m.expires_at = self.expires_at_ms.map(|ms| {
+            let left = ms.saturating_sub(unix_ms(SystemTime::now()));
+            Instant::now() + Duration::from_millis(left)
+        });
+        m
+    }
+}
+
+/// Subscription options as replicated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSub {
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: u8,
+    pub sub_id: Option<u32>,
+}
+
+impl StoredSub {
+    pub(crate) fn from_opts(o: &SubOptions) -> StoredSub {
+        StoredSub {
+            qos: o.qos as u8,
+            no_local: o.no_local,
+            retain_as_published: o.retain_as_published,
+            retain_handling: o.retain_handling as u8,
+            sub_id: o.sub_id,
+        }
+    }
+
+    pub(crate) fn to_opts(&self) -> SubOptions {
+        SubOptions {
+            qos: QoS::from_u8(self.qos).unwrap_or(QoS::AtMostOnce),
+            no_local: self.no_local,
+            retain_as_published: self.retain_as_published,
+            retain_handling: match self.retain_handling {
+                1 => RetainHandling::OnNewSubscribe,
+                2 => RetainHandling::Never,
+                _ => RetainHandling::OnSubscribe,
+            },
+            sub_id: self.sub_id,
+        }
+    }
+}
+
+/// How one message goes to one session (the merge of its matching subscriptions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub client_id: String,
+    pub qos: u8,
+    pub retain: bool,
+    pub sub_ids: Vec<u32>,
+}
+
+/// A QoS 1/2 message waiting in a persistent session's durable queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    pub message: StoredMessage,
+    pub qos: u8,
+    pub retain: bool,
+    pub sub_ids: Vec<u32>,
+}
+
+/// One session as every node knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub owner: NodeId,
+    /// Strictly increasing per claim, cluster-wide: events of an older connection are
+    /// ignored.
+    pub epoch: u64,
+    pub connected: bool,
+    /// Seconds the session outlives its connection (`u32::MAX`: never; 0: not at all).
+    pub expiry_secs: u32,
+    pub username: Option<String>,
+    pub subscriptions: BTreeMap<String, StoredSub>,
+    /// Unacknowledged QoS 1/2 messages of a persistent session, by sequence number.
+    pub queue: BTreeMap<u64, Queued>,
+    pub next_seq: u64,
+}
+
+impl SessionRecord {
+    pub fn is_persistent(&self) -> bool {
+        self.expiry_secs != 0
+    }
+}
+
+/// The replicated vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A client connected at `node`: that node owns the session from now on.
+    Claim {
+        node: NodeId,
+        client_id: String,
+        clean_start: bool,
+        expiry_secs: u32,
+        username: Option<String>,
+    },
+    Subscribe {
+        client_id: String,
+        epoch: u64,
+        filters: Vec<(String, StoredSub)>,
+    },
+    Unsubscribe {
+        client_id: String,
+        epoch: u64,
+        filters: Vec<String>,
+    },
+    /// The connection of `epoch` ended; an expiry of 0 ends the session too.
+    Release {
+        client_id: String,
+        epoch: u64,
+        expiry_secs: u32,
+    },
+    /// The session of `epoch`, offline, reached its expiry.
+    Expire {
+        client_id: String,
+        epoch: u64,
+    },
+    /// A retained message set (or cleared, with `None`).
+    Retain {
+        topic: String,
+        message: Option<StoredMessage>,
+    },
+    /// A QoS 1/2 message for persistent sessions: queued durably for each target, at
+    /// most `cap` messages per session (beyond it the message is dropped for that one).
+    Publish {
+        message: StoredMessage,
+        targets: Vec<Target>,
+        cap: u64,
+    },
+    /// A session's client acknowledged these queued messages.
+    Ack {
+        client_id: String,
+        seqs: Vec<u64>,
+    },
+}
+
+/// What applying an event did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    #[default]
+    Done,
+    /// The event named an older connection (or an unknown session): nothing changed.
+    Stale,
+    Claimed {
+        epoch: u64,
+        /// A persistent session was resumed (MQTT "session present").
+        present: bool,
+    },
+    /// Sequence numbers given to the targets of a `Publish`, in target order (`None`:
+    /// dropped, the session's queue was full or the session is gone).
+    Queued(Vec<Option<u64>>),
+}
+
+/// The replicated state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub sessions: BTreeMap<String, SessionRecord>,
+    pub retained: BTreeMap<String, StoredMessage>,
+    pub last_epoch: u64,
+}
+
+impl State {
+    /// Applies one event. Deterministic: depends only on the state and the event.
+    pub fn apply(&mut self, event: &Event) -> Outcome {
+        match event {
+            Event::Claim {
+                node,
+                client_id,
+                clean_start,
+                expiry_secs,
+                username,
+            } => {
+                self.last_epoch += 1;
+                let epoch = self.last_epoch;
+                let rec = self.sessions.entry(client_id.clone()).or_default();
+                let present = !clean_start && rec.epoch != 0 && rec.is_persistent();
+                if !present {
+                    *rec = SessionRecord::default();
+                }
+                rec.owner = *node;
+                rec.epoch = epoch;
+                rec.connected = true;
+                rec.expiry_secs = *expiry_secs;
+                rec.username.clone_from(username);
+                Outcome::Claimed { epoch, present }
+            }
+            Event::Subscribe {
+                client_id,
+                epoch,
+                filters,
+                ..
+            } => match self.current(client_id, *epoch) {
+                Some(rec) => {
+                    for (f, o) in filters {
+                        rec.subscriptions.insert(f.clone(), o.clone());
+                    }
+                    Outcome::Done
+                }
+                None => Outcome::Stale,
+            },
+            Event::Unsubscribe {
+                client_id,
+                epoch,
+                filters,
+                ..
+            } => match self.current(client_id, *epoch) {
+                Some(rec) => {
+                    for f in filters {
+                        rec.subscriptions.remove(f);
+                    }
+                    Outcome::Done
+                }
+                None => Outcome::Stale,
+            },
+            Event::Release {
+                client_id,
+                epoch,
+                expiry_secs,
+                ..
+            } => match self.current(client_id, *epoch) {
+                Some(_) if *expiry_secs == 0 => {
+                    self.sessions.remove(client_id);
+                    Outcome::Done
+                }
+                Some(rec) => {
+                    rec.connected = false;
+                    rec.expiry_secs = *expiry_secs;
+                    Outcome::Done
+                }
+                None => Outcome::Stale,
+            },
+            Event::Expire {
+                client_id, epoch, ..
+            } => match self.current(client_id, *epoch) {
+                Some(rec) if !rec.connected => {
+                    self.sessions.remove(client_id);
+                    Outcome::Done
+                }
+                _ => Outcome::Stale,
+            },
+            Event::Retain { topic, message } => {
+                match message {
+                    Some(m) => self.retained.insert(topic.clone(), m.clone()),
+                    None => self.retained.remove(topic),
+                };
+                Outcome::Done
+            }
+            Event::Publish {
+                message,
+                targets,
+                cap,
+            } => {
+                let seqs = targets
+                    .iter()
+                    .map(|t| {
+                        let rec = self.sessions.get_mut(&t.client_id)?;
+                        if !rec.is_persistent() || rec.queue.len() as u64 >= *cap {
+                            return None;
+                        }
+                        rec.next_seq += 1;
+                        let seq = rec.next_seq;
+                        rec.queue.insert(
+                            seq,
+                            Queued {
+                                message: message.clone(),
+                                qos: t.qos,
+                                retain: t.retain,
+                                sub_ids: t.sub_ids.clone(),
+                            },
+                        );
+                        Some(seq)
+                    })
+                    .collect();
+                Outcome::Queued(seqs)
+            }
+            Event::Ack { client_id, seqs } => {
+                if let Some(rec) = self.sessions.get_mut(client_id) {
+                    for s in seqs {
+                        rec.queue.remove(s);
+                    }
+                }
+                Outcome::Done
+            }
+        }
+    }
+
+    fn current(&mut self, client_id: &str, epoch: u64) -> Option<&mut SessionRecord> {
+        self.sessions.get_mut(client_id).filter(|r| r.epoch == epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: NodeId = 1;
+    const B: NodeId = 2;
+
+    fn claim(node: NodeId, id: &str, clean: bool, expiry: u32) -> Event {
+        Event::Claim {
+            node,
+            client_id: id.into(),
+            clean_start: clean,
+            expiry_secs: expiry,
+            username: None,
+        }
+    }
+
+    fn msg() -> StoredMessage {
+        StoredMessage {
+            topic: "t".into(),
+            payload: Bytes::from_static(b"x"),
+            qos: 1,
+            retain: false,
+            properties: MessageProperties::default(),
+            expires_at_ms: None,
+            publisher: None,
+        }
+    }
+
+    #[test]
+    fn a_claim_moves_the_session_and_keeps_a_persistent_one() {
+        let mut s = State::default();
+        assert_eq!(
+            s.apply(&claim(A, "c", false, 60)),
+            Outcome::Claimed {
+                epoch: 1,
+                present: false
+            }
+        );
+        let sub = StoredSub {
+            qos: 1,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+            sub_id: None,
+        };
+        s.apply(&Event::Subscribe {
+            client_id: "c".into(),
+            epoch: 1,
+            filters: vec![("a/#".into(), sub)],
+        });
+        assert_eq!(
+            s.apply(&claim(B, "c", false, 60)),
+            Outcome::Claimed {
+                epoch: 2,
+                present: true
+            }
+        );
+        assert_eq!(s.sessions["c"].owner, 2);
+        assert_eq!(s.sessions["c"].subscriptions.len(), 1);
+        // The old connection's release is stale and changes nothing.
+        let stale = Event::Release {
+            client_id: "c".into(),
+            epoch: 1,
+            expiry_secs: 0,
+        };
+        assert_eq!(s.apply(&stale), Outcome::Stale);
+        assert!(s.sessions.contains_key("c"));
+        // A clean start drops the subscriptions.
+        s.apply(&claim(A, "c", true, 60));
+        assert!(s.sessions["c"].subscriptions.is_empty());
+    }
+
+    #[test]
+    fn durable_queue_is_capped_and_acked() {
+        let mut s = State::default();
+        s.apply(&claim(A, "p", false, u32::MAX));
+        s.apply(&claim(A, "clean", true, 0));
+        let targets = vec![
+            Target {
+                client_id: "p".into(),
+                qos: 1,
+                retain: false,
+                sub_ids: vec![],
+            },
+            Target {
+                client_id: "clean".into(),
+                qos: 1,
+                retain: false,
+                sub_ids: vec![],
+            },
+        ];
+        let publish = Event::Publish {
+            message: msg(),
+            targets,
+            cap: 2,
+        };
+        assert_eq!(s.apply(&publish), Outcome::Queued(vec![Some(1), None]));
+        assert_eq!(s.apply(&publish), Outcome::Queued(vec![Some(2), None]));
+        assert_eq!(s.apply(&publish), Outcome::Queued(vec![None, None]));
+        s.apply(&Event::Ack {
+            client_id: "p".into(),
+            seqs: vec![1],
+        });
+        assert_eq!(s.sessions["p"].queue.keys().collect::<Vec<_>>(), [&2]);
+    }
+
+    #[test]
+    fn round_trips_through_bincode() {
+        let mut s = State::default();
+        s.apply(&claim(A, "p", false, 10));
+        s.apply(&Event::Retain {
+            topic: "r".into(),
+            message: Some(msg()),
+        });
+        let cfg = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&s, cfg).unwrap();
+        let (back, _): (State, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,216 @@
+//! Node-to-node transport: tokio TCP, each frame a u32 big-endian length then the
+//! bincode-2 (serde) encoding of a [`Request`] or [`Response`]. Requests are answered in
+//! order on their connection, except `Forward`, which has no answer (the direct path is
+//! fire-and-forget). A frame that fails to decode closes that connection only.
+
+use std::io;
+use std::time::Duration;
+
+use broker_core::replicated::{StoredMessage, Target};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::types::{Cmd, NodeInfo, Resp, TypeConfig};
+
+/// Largest frame read: a snapshot chunk (3 MiB by default) or a batch of entries, with room.
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<u64>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Commit this batch (sent to the leader by a follower's proposer).
+    Write(Cmd),
+    /// Add this node to the cluster (learner, then voter).
+    Join { id: u64, node: NodeInfo },
+    /// Take this node out of the membership.
+    Remove { id: u64 },
+    /// Deliver to these local sessions; no response.
+    Forward {
+        message: StoredMessage,
+        targets: Vec<Target>,
+    },
+}
+
+/// Why a leader-only request was not done.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum LeaderError {
+    #[error("not the leader (leader: {0:?})")]
+    NotLeader(Option<(u64, NodeInfo)>),
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// The log index the batch was committed at, and its outcomes.
+    Write(Result<(u64, Resp), LeaderError>),
+    Done(Result<(), LeaderError>),
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+pub async fn write_frame<T: Serialize>(stream: &mut TcpStream, msg: &T) -> io::Result<()> {
+    let body = bincode::serde::encode_to_vec(msg, config())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).await
+}
+
+pub async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T> {
+    let len = stream.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds {MAX_FRAME}"),
+        ));
+    }
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await?;
+    let cfg = config().with_limit::<MAX_FRAME>();
+    let (msg, _) = bincode::serde::decode_from_slice(&body, cfg)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(msg)
+}
+
+pub async fn connect(addr: &str) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// One request/response connection to a peer, opened lazily and reopened after an error.
+pub struct Peer {
+    addr: String,
+    stream: Option<TcpStream>,
+}
+
+impl Peer {
+    pub fn new(addr: String) -> Peer {
+        Peer { addr, stream: None }
+    }
+
+    /// Sends `req` and reads its response. The stream is taken out while in use and put
+    /// back only after a full response: if the caller drops this future mid-frame (an
+    /// RPC timeout), the next call starts on a fresh connection, never on a stale reply.
+    pub async fn call(&mut self, req: &Request) -> Result<Response, CallError> {
+        let mut stream = match self.stream.take() {
+            Some(s) => s,
+            None => connect(&self.addr).await.map_err(CallError::Connect)?,
+        };
+        write_frame(&mut stream, req).await.map_err(CallError::Io)?;
+        let resp = read_frame(&mut stream).await.map_err(CallError::Io)?;
+        self.stream = Some(stream);
+        Ok(resp)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("cannot connect: {0}")]
+    Connect(io::Error),
+    #[error("{0}")]
+    Io(io::Error),
+    #[error("unexpected response")]
+    Unexpected,
+}
+
+type RpcErr<E = RaftError<u64>> = RPCError<u64, NodeInfo, E>;
+
+impl<E: std::error::Error> From<CallError> for RpcErr<E> {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Connect(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            other => RPCError::Network(NetworkError::new(&other)),
+        }
+    }
+}
+
+fn remote<T, E: std::error::Error>(
+    target: u64,
+    node: &NodeInfo,
+    r: Result<T, RaftError<u64, E>>,
+) -> Result<T, RpcErr<RaftError<u64, E>>> {
+    r.map_err(|e| {
+        RPCError::RemoteError(openraft::error::RemoteError::new_with_node(
+            target,
+            node.clone(),
+            e,
+        ))
+    })
+}
+
+/// openraft's view of the transport.
+pub struct Network;
+
+pub struct RaftPeer {
+    target: u64,
+    node: NodeInfo,
+    peer: Peer,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = RaftPeer;
+
+    async fn new_client(&mut self, target: u64, node: &NodeInfo) -> RaftPeer {
+        RaftPeer {
+            target,
+            node: node.clone(),
+            peer: Peer::new(node.cluster_addr.clone()),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for RaftPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
+        match self.peer.call(&Request::Append(rpc)).await? {
+            Response::Append(r) => remote(self.target, &self.node, r),
+            _ => Err(CallError::Unexpected.into()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RpcErr<RaftError<u64, InstallSnapshotError>>> {
+        match self.peer.call(&Request::Snapshot(rpc)).await? {
+            Response::Snapshot(r) => remote(self.target, &self.node, r),
+            _ => Err(CallError::Unexpected.into()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RpcErr> {
+        match self.peer.call(&Request::Vote(rpc)).await? {
+            Response::Vote(r) => remote(self.target, &self.node, r),
+            _ => Err(CallError::Unexpected.into()),
+        }
+    }
+}

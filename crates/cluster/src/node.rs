@@ -1,0 +1,666 @@
+//! One cluster member: its Raft instance on sled storage, the transport server, the
+//! proposer (group commit), membership (bootstrap, join, remove) and status.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use broker_core::broker::Message;
+use broker_core::cluster_api::{ClusterError, ClusterFuture, NodeId};
+use broker_core::replicated::{Event, Outcome, StoredMessage, Target};
+use broker_core::{ClusterApi, Engine};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use crate::network::{self, LeaderError, Network, Peer, Request, Response};
+use crate::types::{App, Cmd, LogStore, NodeInfo, Raft, Resp, StateMachineStore};
+
+/// How long a proposal may wait for a leader and a quorum before it fails.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most events in one log entry.
+const MAX_BATCH: usize = 1024;
+/// Forwarded publishes queued per peer before new ones are dropped.
+const FORWARD_QUEUE: usize = 65_536;
+
+/// What a node needs to start.
+pub struct Settings {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    /// The bound transport listener.
+    pub listener: TcpListener,
+    /// How peers and clients reach this node.
+    pub advertise: NodeInfo,
+    /// Members to ask to let us in, when we have no state yet.
+    pub join: Vec<String>,
+    pub join_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir: {0}")]
+    Storage(persistence::OpenError),
+    #[error("cannot join: {0}")]
+    Join(String),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+type Proposal = (Event, oneshot::Sender<Result<Outcome, ClusterError>>);
+
+pub struct Node {
+    pub id: NodeId,
+    raft: Raft,
+    log: LogStore,
+    sm: StateMachineStore,
+    proposals: mpsc::UnboundedSender<Proposal>,
+    forwards: Mutex<HashMap<NodeId, mpsc::Sender<Request>>>,
+    /// Membership changes one at a time (openraft refuses concurrent ones).
+    membership: tokio::sync::Mutex<()>,
+    engine: OnceLock<Arc<dyn Engine>>,
+    /// Notified once this node has left the cluster: the server stops.
+    pub left: Notify,
+}
+
+/// A node's view of the cluster, as `raftmq cluster status` and `/cluster` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub node_id: NodeId,
+    pub role: &'static str,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub ready: bool,
+    pub nodes: Vec<NodeStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub voter: bool,
+    pub cluster_addr: String,
+    pub mqtt_addr: String,
+    pub http_addr: String,
+}
+
+fn raft_config() -> Result<openraft::Config, StartError> {
+    // openraft's defaults are LAN-test values; an AppendEntries round trip, follower
+    // fsync included, must fit in a heartbeat interval.
+    openraft::Config {
+        cluster_name: "raftmq".into(),
+        heartbeat_interval: 200,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(e.to_string()))
+}
+
+impl Node {
+    /// Opens the storage, starts Raft and the transport, and bootstraps or joins if this
+    /// node has no state yet. Returns once the stored log is re-applied.
+    pub async fn start(s: Settings) -> Result<Arc<Node>, StartError> {
+        let (log, sm) = persistence::open::<_, App>(&s.data_dir)
+            .map_err(StartError::Storage)?;
+        let committed = log.committed_index();
+        let raft = Raft::new(
+            s.node_id,
+            Arc::new(raft_config()?),
+            Network,
+            log.clone(),
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let node = Arc::new(Node {
+            id: s.node_id,
+            raft,
+            log,
+            sm,
+            proposals: tx,
+            forwards: Mutex::new(HashMap::new()),
+            membership: tokio::sync::Mutex::new(()),
+            engine: OnceLock::new(),
+            left: Notify::new(),
+        });
+        tokio::spawn(serve(node.clone(), s.listener));
+        tokio::spawn(propose(node.clone(), rx));
+        tokio::spawn(watch(node.clone()));
+        let initialized = node
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized {
+            if s.join.is_empty() {
+                tracing::info!(node_id = s.node_id, "no state: starting a new cluster");
+                let members = BTreeMap::from([(s.node_id, s.advertise)]);
+                if let Err(e) = node.raft.initialize(members).await {
+                    tracing::debug!("initialize: {e}");
+                }
+            } else {
+                node.join(&s.join, s.advertise, s.join_timeout).await?;
+            }
+        } else if !s.join.is_empty() {
+            tracing::info!("data dir holds cluster state: rejoining it, --join is not used");
+        }
+        if let Some(c) = committed {
+            let _ = node
+                .raft
+                .wait(Some(Duration::from_secs(30)))
+                .applied_index_at_least(Some(c), "re-apply the stored log")
+                .await;
+        }
+        Ok(node)
+    }
+
+    async fn join(
+        &self,
+        seeds: &[String],
+        me: NodeInfo,
+        timeout: Duration,
+    ) -> Result<(), StartError> {
+        let deadline = Instant::now() + timeout;
+        let req = Request::Join { id: self.id, node: me };
+        let mut last = String::from("no attempt");
+        loop {
+            for seed in seeds {
+                tracing::info!(%seed, node_id = self.id, "asking to join the cluster");
+                match call_leader(seed.clone(), &req).await {
+                    Ok(Response::Done(Ok(()))) => {
+                        tracing::info!(node_id = self.id, "joined the cluster");
+                        return Ok(());
+                    }
+                    Ok(Response::Done(Err(LeaderError::Failed(e)))) => {
+                        return Err(StartError::Join(e))
+                    }
+                    Ok(_) => last = format!("{seed}: unexpected response"),
+                    Err(e) => last = format!("{seed}: {e}"),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(StartError::Join(format!(
+                    "no member reachable at {} within {}s (last error: {last})",
+                    seeds.join(","),
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn metrics(&self) -> openraft::RaftMetrics<NodeId, NodeInfo> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    fn not_leader(&self) -> LeaderError {
+        let m = self.metrics();
+        let leader = m.current_leader.and_then(|id| {
+            let node = m.membership_config.membership().get_node(&id)?.clone();
+            Some((id, node))
+        });
+        LeaderError::NotLeader(leader)
+    }
+
+    fn is_leader(&self) -> bool {
+        self.metrics().current_leader == Some(self.id)
+    }
+
+    /// Leader side of a join: learner first, voter once caught up.
+    async fn add_member(&self, id: NodeId, info: NodeInfo) -> Result<(), LeaderError> {
+        let _one = self.membership.lock().await;
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let m = self.metrics();
+        if let Some(existing) = m.membership_config.membership().get_node(&id) {
+            return Err(LeaderError::Failed(format!(
+                "node id {id} is already a member (at {existing}): remove it first \
+                 (raftmq cluster remove {id}) or start this node with another --node-id"
+            )));
+        }
+        tracing::info!(node_id = id, addr = %info, "adding a node: learner, then voter");
+        let failed = |e: String| LeaderError::Failed(format!("adding node {id}: {e}"));
+        self.raft
+            .add_learner(id, info, true)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Leader side of `cluster remove` / `cluster leave`.
+    async fn remove_member(&self, id: NodeId) -> Result<(), LeaderError> {
+        let _one = self.membership.lock().await;
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(LeaderError::Failed(format!("node {id} is not a member")));
+        }
+        tracing::info!(node_id = id, "removing a node from the cluster");
+        let failed = |e: String| LeaderError::Failed(format!("removing node {id}: {e}"));
+        if membership.voter_ids().any(|v| v == id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+        } else {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Leader side of a follower's proposal.
+    async fn leader_write(&self, cmd: Cmd) -> Result<(u64, Resp), LeaderError> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok((r.log_id.index, r.data)),
+            Err(e) if e.forward_to_leader::<NodeInfo>().is_some() => Err(self.not_leader()),
+            Err(e) => Err(LeaderError::Failed(e.to_string())),
+        }
+    }
+
+    /// Runs a leader-only request at the leader, wherever it is.
+    async fn at_leader(&self, req: Request) -> Result<(), String> {
+        let deadline = Instant::now() + COMMIT_TIMEOUT * 4;
+        loop {
+            let done = if self.is_leader() {
+                match req {
+                    Request::Remove { id } => self.remove_member(id).await,
+                    _ => return Err("unsupported".into()),
+                }
+            } else {
+                match self.not_leader() {
+                    LeaderError::NotLeader(Some((_, n))) => {
+                        match call_leader(n.cluster_addr, &req).await {
+                            Ok(Response::Done(r)) => r,
+                            Ok(_) => Err(LeaderError::Failed("unexpected response".into())),
+                            Err(e) => Err(LeaderError::Failed(e)),
+                        }
+                    }
+                    other => Err(other),
+                }
+            };
+            match done {
+                Ok(()) => return Ok(()),
+                Err(LeaderError::Failed(e)) => return Err(e),
+                Err(e @ LeaderError::NotLeader(_)) if Instant::now() >= deadline => {
+                    return Err(format!("no leader: {e}"))
+                }
+                Err(LeaderError::NotLeader(_)) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+            }
+        }
+    }
+
+    /// Removes node `id` from the cluster (asked of any node).
+    pub async fn remove(&self, id: NodeId) -> Result<(), String> {
+        self.at_leader(Request::Remove { id }).await
+    }
+
+    /// Takes this node out of the cluster, then tells the server to stop.
+    pub async fn leave(&self) -> Result<(), String> {
+        self.at_leader(Request::Remove { id: self.id }).await?;
+        tracing::info!(node_id = self.id, "left the cluster");
+        self.left.notify_waiters();
+        Ok(())
+    }
+
+    pub fn status(&self) -> Status {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let nodes = membership
+            .nodes()
+            .map(|(id, n)| NodeStatus {
+                id: *id,
+                voter: voters.contains(id),
+                cluster_addr: n.cluster_addr.clone(),
+                mqtt_addr: n.mqtt_addr.clone(),
+                http_addr: n.http_addr.clone(),
+            })
+            .collect();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        Status {
+            node_id: self.id,
+            role,
+            leader: m.current_leader,
+            term: m.current_term,
+            commit_index: self.log.committed_index(),
+            applied_index: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
+            ready: self.ready(&m),
+            nodes,
+        }
+    }
+
+    /// Member of a cluster with a known leader, and caught up with what it knows is
+    /// committed: what a load balancer should check.
+    pub fn is_ready(&self) -> bool {
+        self.ready(&self.metrics())
+    }
+
+    fn ready(&self, m: &openraft::RaftMetrics<NodeId, NodeInfo>) -> bool {
+        let member = m
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some();
+        let applied = m.last_applied.map(|l| l.index);
+        member
+            && m.current_leader.is_some()
+            && matches!(m.state, ServerState::Leader | ServerState::Follower)
+            && applied >= self.log.committed_index()
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+
+    fn forward_to(&self, node: NodeId) -> Option<mpsc::Sender<Request>> {
+        let mut forwards = self.forwards.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = forwards.get(&node) {
+            return Some(tx.clone());
+        }
+        let addr = self
+            .metrics()
+            .membership_config
+            .membership()
+            .get_node(&node)?
+            .cluster_addr
+            .clone();
+        let (tx, rx) = mpsc::channel(FORWARD_QUEUE);
+        tokio::spawn(forwarder(node, addr, rx));
+        forwards.insert(node, tx.clone());
+        Some(tx)
+    }
+}
+
+impl ClusterApi for Node {
+    fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    fn commit(&self, event: Event) -> ClusterFuture<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.proposals.send((event, tx)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(ClusterError::Unavailable("node stopping".into()));
+            }
+            rx.await
+                .unwrap_or_else(|_| Err(ClusterError::Unavailable("node stopping".into())))
+        })
+    }
+
+    fn forward(&self, node: NodeId, message: Arc<Message>, targets: Vec<Target>) {
+        let Some(tx) = self.forward_to(node) else {
+            tracing::debug!(node, "forward: unknown node");
+            return;
+        };
+        let req = Request::Forward {
+            message: StoredMessage::from_message(&message),
+            targets,
+        };
+        if tx.try_send(req).is_err() {
+            tracing::debug!(node, "forward queue full or closed: message dropped");
+        }
+    }
+
+    fn attach(&self, engine: Arc<dyn Engine>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let _ = self.engine.set(engine.clone());
+        let sm = self.sm.clone();
+        Box::pin(async move {
+            sm.with_app_mut(|app| {
+                engine.reset(&app.state);
+                app.engine = Some(engine);
+            })
+            .await;
+        })
+    }
+}
+
+/// Sends `req` to `addr`, following "not the leader" answers to the leader.
+async fn call_leader(mut addr: String, req: &Request) -> Result<Response, String> {
+    for _ in 0..5 {
+        let resp = Peer::new(addr.clone())
+            .call(req)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        match resp {
+            Response::Done(Err(LeaderError::NotLeader(Some((_, n)))))
+            | Response::Write(Err(LeaderError::NotLeader(Some((_, n))))) => {
+                addr = n.cluster_addr;
+            }
+            other => return Ok(other),
+        }
+    }
+    Err(format!("{addr}: no stable leader"))
+}
+
+/// The proposer: drains queued events into one log entry per round (group commit: one
+/// append and one fsync for the whole batch) and answers each event with its outcome.
+async fn propose(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    let mut leader: Option<(String, Peer)> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (events, replies): (Vec<Event>, Vec<_>) = batch.into_iter().unzip();
+        let result = write(&node, events, &mut leader).await;
+        match result {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::warn!("proposal failed: {e}");
+                for reply in replies {
+                    let _ = reply.send(Err(ClusterError::Unavailable(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Commits `cmd` (here if we lead, else at the leader) and waits until it is applied
+/// here too, so that the engine of this node reflects it when the proposer answers.
+async fn write(
+    node: &Node,
+    cmd: Cmd,
+    leader: &mut Option<(String, Peer)>,
+) -> Result<Resp, String> {
+    let deadline = Instant::now() + COMMIT_TIMEOUT;
+    let (index, resp) = loop {
+        let attempt = async {
+            if node.is_leader() {
+                return node.leader_write(cmd.clone()).await.map_err(|e| e.to_string());
+            }
+            let Some(addr) = node
+                .metrics()
+                .current_leader
+                .and_then(|id| node.metrics().membership_config.membership().get_node(&id).cloned())
+                .map(|n| n.cluster_addr)
+            else {
+                return Err("no leader".to_string());
+            };
+            if leader.as_ref().map(|(a, _)| a != &addr).unwrap_or(true) {
+                *leader = Some((addr.clone(), Peer::new(addr.clone())));
+            }
+            let (_, peer) = leader.as_mut().expect("set above");
+            match peer.call(&Request::Write(cmd.clone())).await {
+                Ok(Response::Write(r)) => r.map_err(|e| e.to_string()),
+                Ok(_) => Err("unexpected response".into()),
+                Err(e) => Err(format!("{addr}: {e}")),
+            }
+        };
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(done)) => break done,
+            Err(_) => return Err("no quorum within the commit timeout".into()),
+            Ok(Err(e)) if Instant::now() >= deadline => return Err(e),
+            Ok(Err(e)) => {
+                tracing::debug!("proposal retried: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    node.raft
+        .wait(Some(deadline.saturating_duration_since(Instant::now()) + COMMIT_TIMEOUT))
+        .applied_index_at_least(Some(index), "apply a proposal")
+        .await
+        .map_err(|e| format!("committed but not applied here: {e}"))?;
+    Ok(resp)
+}
+
+/// The transport server: one task per connection.
+async fn serve(node: Arc<Node>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(connection(node.clone(), stream));
+            }
+            Err(e) => {
+                tracing::warn!("cluster accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(node: Arc<Node>, mut stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    loop {
+        let req: Request = match network::read_frame(&mut stream).await {
+            Ok(req) => req,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return,
+            Err(e) => {
+                tracing::warn!(?peer, "cluster connection closed: {e}");
+                return;
+            }
+        };
+        let resp = match req {
+            Request::Append(r) => Response::Append(node.raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(node.raft.vote(r).await),
+            Request::Snapshot(r) => Response::Snapshot(node.raft.install_snapshot(r).await),
+            Request::Write(cmd) => Response::Write(node.leader_write(cmd).await),
+            Request::Join { id, node: info } => Response::Done(node.add_member(id, info).await),
+            Request::Remove { id } => Response::Done(node.remove_member(id).await),
+            Request::Forward { message, targets } => {
+                if let Some(engine) = node.engine.get() {
+                    engine.forwarded(message, targets);
+                }
+                continue;
+            }
+        };
+        if let Err(e) = network::write_frame(&mut stream, &resp).await {
+            tracing::debug!(?peer, "cluster connection lost: {e}");
+            return;
+        }
+    }
+}
+
+/// Streams forwarded publishes to one peer over one connection, reconnecting with
+/// backoff; what cannot be sent while the peer is away waits in the queue or is dropped.
+async fn forwarder(node: NodeId, addr: String, mut rx: mpsc::Receiver<Request>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut pending: Option<Request> = None;
+    loop {
+        let mut stream = match network::connect(&addr).await {
+            Ok(s) => {
+                backoff = Duration::from_millis(100);
+                s
+            }
+            Err(e) => {
+                tracing::debug!(node, %addr, "forward connection failed: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                // The direct path is at most once: drop what piled up while away.
+                pending = None;
+                while rx.try_recv().is_ok() {}
+                continue;
+            }
+        };
+        loop {
+            let req = match pending.take() {
+                Some(r) => r,
+                None => match rx.recv().await {
+                    Some(r) => r,
+                    None => return,
+                },
+            };
+            if let Err(e) = network::write_frame(&mut stream, &req).await {
+                tracing::debug!(node, %addr, "forward connection lost: {e}");
+                pending = Some(req);
+                break;
+            }
+        }
+    }
+}
+
+/// Logs leader changes and membership changes as they happen (and warns about a
+/// two-voter cluster, which survives no failure).
+async fn watch(node: Arc<Node>) {
+    let mut rx = node.raft.metrics();
+    let mut leader = None;
+    let mut voters = BTreeSet::new();
+    loop {
+        {
+            let m = rx.borrow_and_update();
+            if m.current_leader != leader {
+                tracing::info!(
+                    node_id = node.id,
+                    term = m.current_term,
+                    from = ?leader,
+                    to = ?m.current_leader,
+                    "cluster leader changed"
+                );
+                leader = m.current_leader;
+            }
+            let now: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+            if now != voters && !now.is_empty() {
+                tracing::info!(voters = ?now, "cluster membership changed");
+                if now.len() == 2 {
+                    tracing::warn!(
+                        "a cluster of two voters survives no failure: losing either node \
+                         stops commits; run three or five nodes"
+                    );
+                }
+                voters = now;
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

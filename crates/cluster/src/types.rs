@@ -1,0 +1,72 @@
+//! The Raft type configuration and the replicated application state.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use broker_core::replicated::{Event, Outcome, State};
+use broker_core::Engine;
+use serde::{Deserialize, Serialize};
+
+/// One Raft log entry's command: the events one proposer batch gathered (group commit).
+pub type Cmd = Vec<Event>;
+/// One outcome per event of the batch.
+pub type Resp = Vec<Outcome>;
+
+/// What membership records about a node: where to reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node-to-node transport, as peers should dial it.
+    pub cluster_addr: String,
+    pub mqtt_addr: String,
+    pub http_addr: String,
+}
+
+impl std::fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.cluster_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Cmd,
+        R = Resp,
+        NodeId = u64,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogStore = persistence::LogStore<TypeConfig>;
+pub type StateMachineStore = persistence::StateMachineStore<TypeConfig, App>;
+
+/// The replicated state plus the engine that mirrors it (not part of the data).
+#[derive(Default, Serialize, Deserialize)]
+pub struct App {
+    pub state: State,
+    #[serde(skip)]
+    pub engine: Option<Arc<dyn Engine>>,
+}
+
+impl persistence::Apply<TypeConfig> for App {
+    fn apply(&mut self, cmd: &Cmd) -> Resp {
+        cmd.iter()
+            .map(|event| {
+                let outcome = self.state.apply(event);
+                if let Some(engine) = &self.engine {
+                    engine.applied(event, &outcome, &self.state);
+                }
+                outcome
+            })
+            .collect()
+    }
+
+    fn installed(&mut self, previous: &mut Self) {
+        self.engine = previous.engine.take();
+        if let Some(engine) = &self.engine {
+            engine.reset(&self.state);
+        }
+    }
+}

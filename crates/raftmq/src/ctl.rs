@@ -1,0 +1,270 @@
+//! `raftmq cluster status|leave|remove`: asks a running node through its HTTP API (see
+//! `http`) and prints the answer for a person, or one error line and exit status 1.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{ClusterAction, Command};
+
+/// A node's answer to `GET /cluster`. Unknown fields are ignored so that an older `raftmq`
+/// can still read a newer node's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub node_id: u64,
+    /// leader, follower, candidate, learner or shutdown.
+    pub role: String,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub ready: bool,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One member as the node knows it; addresses a member has not told yet are absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub voter: bool,
+    pub cluster_addr: String,
+    #[serde(default)]
+    pub mqtt_addr: Option<String>,
+    #[serde(default)]
+    pub http_addr: Option<String>,
+}
+
+/// Runs a subcommand: its output on stdout, or `raftmq: error: …` on stderr and status 1.
+pub fn run(cmd: &Command) -> ExitCode {
+    let Command::Cluster { action } = cmd;
+    match execute(action) {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("raftmq: error: {}", e.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The text to print, newline-terminated.
+fn execute(action: &ClusterAction) -> Result<String, String> {
+    let node = &action.node().http;
+    match action {
+        ClusterAction::Status { json, .. } => {
+            let body = request(node, "GET", "/cluster")?;
+            if *json {
+                return Ok(format!("{}\n", body.trim_end()));
+            }
+            let status: Status = serde_json::from_str(&body)
+                .map_err(|e| format!("node at {node} sent an unreadable status: {e}"))?;
+            Ok(status_table(&status))
+        }
+        ClusterAction::Leave { .. } => {
+            request(node, "POST", "/cluster/leave")?;
+            Ok(format!("node at {node} left the cluster\n"))
+        }
+        ClusterAction::Remove { id, .. } => {
+            request(node, "POST", &format!("/cluster/remove/{id}"))?;
+            Ok(format!(
+                "node {id} removed from the cluster (asked {node})\n"
+            ))
+        }
+    }
+}
+
+/// Long enough for a membership change, which waits for a Raft commit (and, on leave,
+/// for leadership to move); short enough that a hung node does not hang a script.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The body of a 2xx answer. Anything else becomes one line saying which node failed
+/// and why, using the `{"error": …}` the API sends when there is one.
+fn request(node: &str, method: &str, path: &str) -> Result<String, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_global(Some(TIMEOUT))
+        // Nodes are dialled directly: an HTTP(S)_PROXY meant for the internet must not
+        // capture a cluster-internal address.
+        .proxy(None)
+        .build()
+        .into();
+    let url = format!("http://{node}{path}");
+    let sent = match method {
+        "POST" => agent.post(&url).send_empty(),
+        _ => agent.get(&url).call(),
+    };
+    let mut response = sent.map_err(|e| unreachable_node(node, e))?;
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("node at {node}: reading its answer: {e}"))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(body);
+    }
+    let reason = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string());
+    Err(format!("node at {node} answered {status}: {reason}"))
+}
+
+fn unreachable_node(node: &str, error: ureq::Error) -> String {
+    match error {
+        ureq::Error::Io(e) => format!("cannot reach node at {node}: {e}"),
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+            format!("cannot reach node at {node}: {error}")
+        }
+        ureq::Error::Timeout(_) => format!("node at {node} did not answer in time"),
+        other => format!("node at {node}: {other}"),
+    }
+}
+
+/// `node N: <role>, leader L, …`, then one aligned row per member, by id.
+fn status_table(status: &Status) -> String {
+    let opt = |v: Option<u64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
+    let mut out = format!(
+        "node {}: {}, leader {}, term {}, commit {}, applied {}\n",
+        status.node_id,
+        status.role,
+        opt(status.leader),
+        status.term,
+        opt(status.commit_index),
+        opt(status.applied_index),
+    );
+    let mut nodes: Vec<&NodeStatus> = status.nodes.iter().collect();
+    nodes.sort_by_key(|n| n.id);
+    let mut rows = vec![["id", "role", "cluster_addr", "mqtt_addr", "http_addr"].map(String::from)];
+    for node in nodes {
+        let role = match (Some(node.id) == status.leader, node.voter) {
+            (true, _) => "leader",
+            (false, true) => "voter",
+            (false, false) => "learner",
+        };
+        let addr = |a: &Option<String>| a.clone().unwrap_or_else(|| "-".to_string());
+        rows.push([
+            node.id.to_string(),
+            role.to_string(),
+            node.cluster_addr.clone(),
+            addr(&node.mqtt_addr),
+            addr(&node.http_addr),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use crate::http::fake::Server;
+    use clap::Parser;
+
+    fn action(args: &[&str]) -> ClusterAction {
+        let cli = Cli::try_parse_from(["raftmq", "cluster"].iter().chain(args)).unwrap();
+        let Some(Command::Cluster { action }) = cli.command else {
+            panic!("no subcommand in {args:?}")
+        };
+        action
+    }
+
+    #[test]
+    fn status_prints_a_table() {
+        let server = Server::start();
+        let http = server.addr.to_string();
+        let output = execute(&action(&["status", "--http", &http])).unwrap();
+        let expected = "\
+node 1: leader, leader 1, term 3, commit 10, applied 10
+id  role     cluster_addr    mqtt_addr       http_addr
+1   leader   127.0.0.1:7000  127.0.0.1:1883  127.0.0.1:8080
+2   learner  127.0.0.2:7000  127.0.0.2:1883  127.0.0.2:8080
+";
+        assert_eq!(output, expected);
+    }
+
+    #[test]
+    fn status_json_is_the_nodes_answer() {
+        let server = Server::start();
+        let http = server.addr.to_string();
+        let output = execute(&action(&["status", "--json", "--http", &http])).unwrap();
+        let status: Status = serde_json::from_str(&output).unwrap();
+        assert_eq!(status.nodes.len(), 2);
+        assert!(output.ends_with("}\n"));
+    }
+
+    #[test]
+    fn status_reads_nulls_and_unknown_roles() {
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "node_id": 4, "role": "learner", "leader": null, "term": 0,
+            "commit_index": null, "applied_index": null, "last_log_index": null,
+            "ready": false, "future_field": 1,
+            "nodes": [{"id": 4, "voter": false, "cluster_addr": "h:7000"}],
+        }))
+        .unwrap();
+        assert_eq!(
+            status_table(&status),
+            "node 4: learner, leader none, term 0, commit none, applied none\n\
+             id  role     cluster_addr  mqtt_addr  http_addr\n\
+             4   learner  h:7000        -          -\n"
+        );
+    }
+
+    #[test]
+    fn leave_and_remove_confirm_on_one_line() {
+        let server = Server::start();
+        let http = server.addr.to_string();
+        let left = execute(&action(&["leave", "--http", &http])).unwrap();
+        assert_eq!(left, format!("node at {http} left the cluster\n"));
+        let removed = execute(&action(&["remove", "2", "--http", &http])).unwrap();
+        assert!(removed.starts_with("node 2 removed"), "{removed}");
+        assert_eq!(*server.control.calls.lock().unwrap(), ["leave", "remove 2"]);
+    }
+
+    #[test]
+    fn failures_say_which_node_and_why() {
+        let server = Server::start();
+        let http = server.addr.to_string();
+        let err = execute(&action(&["remove", "9", "--http", &http])).unwrap_err();
+        assert_eq!(
+            err,
+            format!("node at {http} answered 500 Internal Server Error: node 9 is not a member")
+        );
+        server.stop().unwrap();
+        let err = execute(&action(&["leave", "--http", &http])).unwrap_err();
+        assert!(
+            err.starts_with(&format!("cannot reach node at {http}: ")),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn http_defaults_to_the_local_node_and_must_be_host_port() {
+        assert_eq!(action(&["status"]).node().http, "127.0.0.1:8080");
+        assert!(Cli::try_parse_from(["raftmq", "cluster", "leave", "--http", "nope"]).is_err());
+    }
+
+    #[test]
+    fn subcommands_take_no_server_flags() {
+        let mixed = Cli::try_parse_from(["raftmq", "--node-id", "2", "cluster", "status"]);
+        assert!(mixed.is_err());
+        assert!(Cli::try_parse_from(["raftmq", "cluster", "remove"]).is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! The node's HTTP API, for orchestrators and for `raftmq cluster …`:
+//!
+//! - `GET /health`: 200 `ok` while the process serves at all (a liveness probe);
+//! - `GET /ready`: 200 `ready` once the node is a caught-up member of a cluster with a
+//!   leader, else 503 `not ready` (a readiness probe: route clients elsewhere meanwhile);
+//! - `GET /cluster`: the cluster status JSON from [`Control::status`];
+//! - `POST /cluster/leave`, `POST /cluster/remove/{id}`: membership changes, answered
+//!   `{"ok":true}` or `{"error":"…"}` with 500, or 503 while the node is not ready.
+//!
+//! The API knows nothing of Raft: the cluster layer implements [`Control`].
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+/// A membership change in progress; boxed so that `Control` stays object-safe.
+pub type Change = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// What the HTTP API asks of the node.
+pub trait Control: Send + Sync + 'static {
+    /// The cluster status JSON (schema: `ctl::Status`).
+    fn status(&self) -> Value;
+    /// Member of a cluster with a known leader and caught up.
+    fn is_ready(&self) -> bool;
+    /// Takes this node out of the cluster.
+    fn leave(&self) -> Change;
+    /// Takes node `id` out of the cluster.
+    fn remove(&self, id: u64) -> Change;
+}
+
+type Node = State<Arc<dyn Control>>;
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets the requests in
+/// progress finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    control: Arc<dyn Control>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(control))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn router(control: Arc<dyn Control>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/cluster", get(status))
+        .route("/cluster/leave", post(leave))
+        .route("/cluster/remove/{id}", post(remove))
+        .with_state(control)
+}
+
+async fn ready(State(control): Node) -> (StatusCode, &'static str) {
+    if control.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn status(State(control): Node) -> Json<Value> {
+    Json(control.status())
+}
+
+async fn leave(State(control): Node) -> Response {
+    let result = control.leave().await;
+    outcome(&*control, result)
+}
+
+async fn remove(State(control): Node, Path(id): Path<u64>) -> Response {
+    let result = control.remove(id).await;
+    outcome(&*control, result)
+}
+
+/// A failure while the node has no leader or lags is likely to pass: 503 tells the
+/// caller to retry (or ask another node); any other failure is a plain 500.
+fn outcome(control: &dyn Control, result: Result<(), String>) -> Response {
+    match result {
+        Ok(()) => Json(json!({ "ok": true })).into_response(),
+        Err(error) => {
+            let status = if control.is_ready() {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, Json(json!({ "error": error }))).into_response()
+        }
+    }
+}
+
+/// A scripted `Control` and a server running it on its own thread, for the tests of this
+/// module and of `ctl`.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+
+    use serde_json::{json, Value};
+    use tokio::sync::oneshot;
+
+    use super::{Change, Control};
+
+    /// Node 1 of a cluster of 1 (leader) and 2 (learner); node 2 can be removed, others
+    /// not; `leave` fails while `leave_error` is set.
+    #[derive(Default)]
+    pub struct FakeControl {
+        pub ready: AtomicBool,
+        pub leave_error: Mutex<Option<String>>,
+        /// Every membership call, in order: "leave" or "remove N".
+        pub calls: Mutex<Vec<String>>,
+    }
+
+    impl Control for FakeControl {
+        fn status(&self) -> Value {
+            json!({
+                "node_id": 1, "role": "leader", "leader": 1, "term": 3,
+                "commit_index": 10, "applied_index": 10, "last_log_index": 10,
+                "ready": self.is_ready(),
+                "nodes": [
+                    {"id": 1, "voter": true, "cluster_addr": "127.0.0.1:7000",
+                     "mqtt_addr": "127.0.0.1:1883", "http_addr": "127.0.0.1:8080"},
+                    {"id": 2, "voter": false, "cluster_addr": "127.0.0.2:7000",
+                     "mqtt_addr": "127.0.0.2:1883", "http_addr": "127.0.0.2:8080"},
+                ],
+            })
+        }
+
+        fn is_ready(&self) -> bool {
+            self.ready.load(Ordering::SeqCst)
+        }
+
+        fn leave(&self) -> Change {
+            self.calls.lock().unwrap().push("leave".into());
+            let result = match self.leave_error.lock().unwrap().clone() {
+                Some(error) => Err(error),
+                None => Ok(()),
+            };
+            Box::pin(async move { result })
+        }
+
+        fn remove(&self, id: u64) -> Change {
+            self.calls.lock().unwrap().push(format!("remove {id}"));
+            Box::pin(async move {
+                match id {
+                    2 => Ok(()),
+                    _ => Err(format!("node {id} is not a member")),
+                }
+            })
+        }
+    }
+
+    /// The API on 127.0.0.1, served by a runtime of its own so that tests can use a
+    /// blocking client; dropping it shuts the server down and waits for it.
+    pub struct Server {
+        pub addr: SocketAddr,
+        pub control: Arc<FakeControl>,
+        stop: Option<oneshot::Sender<()>>,
+        thread: Option<JoinHandle<std::io::Result<()>>>,
+    }
+
+    impl Server {
+        pub fn start() -> Server {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let control = Arc::new(FakeControl::default());
+            control.ready.store(true, Ordering::SeqCst);
+            let (stop, stopped) = oneshot::channel::<()>();
+            let served = control.clone();
+            let thread = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let shutdown = async move {
+                        let _ = stopped.await;
+                    };
+                    super::serve(listener, served, shutdown).await
+                })
+            });
+            Server {
+                addr,
+                control,
+                stop: Some(stop),
+                thread: Some(thread),
+            }
+        }
+
+        /// Stops the server and returns what `serve` returned.
+        pub fn stop(mut self) -> std::io::Result<()> {
+            self.shut_down()
+        }
+
+        fn shut_down(&mut self) -> std::io::Result<()> {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            match self.thread.take() {
+                Some(thread) => thread.join().expect("server thread panicked"),
+                None => Ok(()),
+            }
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.shut_down();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::fake::Server;
+    use serde_json::Value;
+
+    /// Status and body of one request; non-2xx answers are answers here, not errors.
+    fn request(server: &Server, method: &str, path: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .build()
+            .into();
+        let url = format!("http://{}{path}", server.addr);
+        let response = match method {
+            "GET" => agent.get(&url).call(),
+            "POST" => agent.post(&url).send_empty(),
+            _ => unreachable!(),
+        };
+        let mut response = response.unwrap();
+        let body = response.body_mut().read_to_string().unwrap();
+        (response.status().as_u16(), body)
+    }
+
+    fn json(body: &str) -> Value {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    #[test]
+    fn health_answers_ok_even_when_not_ready() {
+        let server = Server::start();
+        server.control.ready.store(false, Ordering::SeqCst);
+        assert_eq!(request(&server, "GET", "/health"), (200, "ok".into()));
+    }
+
+    #[test]
+    fn ready_follows_the_node() {
+        let server = Server::start();
+        assert_eq!(request(&server, "GET", "/ready"), (200, "ready".into()));
+        server.control.ready.store(false, Ordering::SeqCst);
+        assert_eq!(request(&server, "GET", "/ready"), (503, "not ready".into()));
+    }
+
+    #[test]
+    fn cluster_serves_the_status_json() {
+        let server = Server::start();
+        let (status, body) = request(&server, "GET", "/cluster");
+        assert_eq!(status, 200);
+        let value = json(&body);
+        assert_eq!(value["node_id"], 1);
+        assert_eq!(value["nodes"][1]["cluster_addr"], "127.0.0.2:7000");
+    }
+
+    #[test]
+    fn leave_reports_success_and_failure() {
+        let server = Server::start();
+        let (status, body) = request(&server, "POST", "/cluster/leave");
+        assert_eq!(
+            (status, json(&body)),
+            (200, serde_json::json!({"ok": true}))
+        );
+
+        *server.control.leave_error.lock().unwrap() = Some("no quorum".into());
+        let (status, body) = request(&server, "POST", "/cluster/leave");
+        assert_eq!(status, 500);
+        assert_eq!(json(&body)["error"], "no quorum");
+
+        server.control.ready.store(false, Ordering::SeqCst);
+        let (status, _) = request(&server, "POST", "/cluster/leave");
+        assert_eq!(status, 503, "a node that is not ready says: retry");
+        assert_eq!(server.control.calls.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn remove_passes_the_id() {
+        let server = Server::start();
+        let (status, body) = request(&server, "POST", "/cluster/remove/2");
+        assert_eq!(
+            (status, json(&body)["ok"].clone()),
+            (200, Value::Bool(true))
+        );
+        let (status, body) = request(&server, "POST", "/cluster/remove/9");
+        assert_eq!(status, 500);
+        assert_eq!(json(&body)["error"], "node 9 is not a member");
+        assert_eq!(
+            *server.control.calls.lock().unwrap(),
+            ["remove 2", "remove 9"]
+        );
+    }
+
+    #[test]
+    fn wrong_paths_and_methods_are_refused() {
+        let server = Server::start();
+        assert_eq!(request(&server, "GET", "/nope").0, 404);
+        assert_eq!(request(&server, "POST", "/cluster/remove/x").0, 400);
+        assert_eq!(request(&server, "GET", "/cluster/leave").0, 405);
+        assert!(server.control.calls.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn serve_returns_after_shutdown() {
+        let server = Server::start();
+        assert_eq!(request(&server, "GET", "/health").0, 200);
+        server.stop().unwrap();
+    }
+}

@@ -1,0 +1,190 @@
+//! Starting a node: bind every listener (so that port 0 becomes a real port before peers
+//! are told about it), start the cluster member (bootstrap, join or restart from the data
+//! dir), then the broker on top of it and the HTTP API beside it.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker_core::Broker;
+use cluster::{Node, NodeInfo};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::http::{Change, Control};
+use crate::{fail, shutdown_signal, EXIT_FAILURE};
+
+/// Binds, starts the node and serves until a signal arrives or the node leaves.
+pub async fn serve(settings: Settings) -> ExitCode {
+    // Installed before anything else so that a signal during start-up (a long join)
+    // stops us gracefully rather than by the default action.
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}")),
+    };
+    let c = &settings.cluster;
+    let (mqtt, cluster_listener, http) = match bind_all(&settings).await {
+        Ok(l) => l,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let addr = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
+    let advertise = advertised(
+        c.advertise_addr.as_deref(),
+        addr(&cluster_listener),
+        addr(&mqtt),
+        addr(&http),
+    );
+    let node_id = c.id();
+    tracing::info!(
+        node_id,
+        data_dir = %settings.data_dir.display(),
+        cluster_addr = %advertise.cluster_addr,
+        "starting cluster member"
+    );
+    let start = Node::start(cluster::Settings {
+        node_id,
+        data_dir: settings.data_dir.clone(),
+        listener: cluster_listener,
+        advertise,
+        join: c.join.clone(),
+        join_timeout: Duration::from_secs(c.join_timeout_secs),
+    });
+    let mut shutdown = Box::pin(shutdown);
+    let node = tokio::select! {
+        started = start => match started {
+            Ok(node) => node,
+            Err(e) => return fail(EXIT_FAILURE, e),
+        },
+        _ = &mut shutdown => return ExitCode::SUCCESS,
+    };
+    let broker = Broker::with_listener(settings.engine, mqtt, node.clone()).await;
+    let http_addr = addr(&http);
+    let control: Arc<dyn Control> = Arc::new(NodeControl(node.clone()));
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_task = tokio::spawn(crate::http::serve(http, control, async {
+        let _ = http_stopped.await;
+    }));
+    tracing::info!(
+        "raftmq listening on {} (MQTT), {http_addr} (HTTP)",
+        broker.local_addr()
+    );
+    let left = node.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = left.left.notified() => {}
+        }
+    };
+    let result = broker.run(stop).await;
+    let _ = stop_http.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    node.shutdown().await;
+    match result {
+        Ok(()) => {
+            tracing::info!("raftmq stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("raftmq stopped: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn bind_all(s: &Settings) -> Result<(TcpListener, TcpListener, TcpListener), String> {
+    let bind = |name: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("{name} {addr}: cannot listen: {e}"))
+    };
+    Ok((
+        bind("mqtt_addr", s.engine.mqtt_addr).await?,
+        bind("cluster_addr", s.cluster.cluster_addr).await?,
+        bind("http_addr", s.cluster.http_addr).await?,
+    ))
+}
+
+/// The addresses peers and clients are told. With `--advertise-addr host:port`, the
+/// cluster address is that and the other listeners are announced on the same host;
+/// otherwise each listener's own address, with a wildcard IP replaced by this
+/// machine's host name (what a container or a LAN peer can resolve).
+fn advertised(
+    advertise: Option<&str>,
+    cluster: SocketAddr,
+    mqtt: SocketAddr,
+    http: SocketAddr,
+) -> NodeInfo {
+    let host_of = |a: SocketAddr| match a.ip().is_unspecified() {
+        true => hostname(),
+        false => a.ip().to_string(),
+    };
+    let (cluster_addr, host) = match advertise.and_then(|a| a.rsplit_once(':')) {
+        Some((host, _)) => (advertise.unwrap_or_default().to_string(), Some(host)),
+        None => (format!("{}:{}", host_of(cluster), cluster.port()), None),
+    };
+    let at = |a: SocketAddr| match host {
+        Some(h) => format!("{h}:{}", a.port()),
+        None => format!("{}:{}", host_of(a), a.port()),
+    };
+    NodeInfo {
+        cluster_addr,
+        mqtt_addr: at(mqtt),
+        http_addr: at(http),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".to_string())
+}
+
+/// The HTTP API's view of the node.
+struct NodeControl(Arc<Node>);
+
+impl Control for NodeControl {
+    fn status(&self) -> Value {
+        serde_json::to_value(self.0.status()).unwrap_or(Value::Null)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+
+    fn leave(&self) -> Change {
+        let node = self.0.clone();
+        Box::pin(async move { node.leave().await })
+    }
+
+    fn remove(&self, id: u64) -> Change {
+        let node = self.0.clone();
+        Box::pin(async move { node.remove(id).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_addresses() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let n = advertised(None, a("127.0.0.2:7000"), a("127.0.0.2:1883"), a("0.0.0.0:8080"));
+        assert_eq!(n.cluster_addr, "127.0.0.2:7000");
+        assert_eq!(n.mqtt_addr, "127.0.0.2:1883");
+        assert_eq!(n.http_addr, format!("{}:8080", hostname()));
+        let n = advertised(
+            Some("node2:7100"),
+            a("0.0.0.0:7000"),
+            a("0.0.0.0:1883"),
+            a("0.0.0.0:8080"),
+        );
+        assert_eq!(n.cluster_addr, "node2:7100");
+        assert_eq!(n.mqtt_addr, "node2:1883");
+        assert_eq!(n.http_addr, "node2:8080");
+    }
+}

@@ -1,0 +1,21 @@
+//! Multi-node cluster tests: each test starts its own `raftmq` processes, each node on
+//! its own loopback IP (see tests/support/cluster.rs), and talks to them over real
+//! sockets: MQTT with rumqttc (or the byte-level client), the HTTP API, and the
+//! `raftmq cluster` CLI.
+//!
+//! Files are numbered by kind (STYLE.md 15): t10 forming a cluster, t20 routing across
+//! nodes, t30 sessions across nodes, t40 membership, t50 failures and restarts, t60
+//! bad flags. Raft timing (heartbeat ~200 ms, election 1–2 s) gets generous bounds
+//! ([`support::cluster::CLUSTER_TIMEOUT`]); nothing sleeps without a condition.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod t10_form;
+mod t20_pubsub;
+mod t20_retained;
+mod t30_takeover;
+mod t40_membership;
+mod t50_restart;
+mod t50_single_node;
+mod t60_flags;

@@ -1,0 +1,76 @@
+//! Membership changes: a node joins a running cluster and becomes a voter; the CLI
+//! removes it again.
+
+use std::time::Duration;
+
+use crate::support::client::v4;
+use crate::support::cluster::{members_of, recv_data, wait_route, Cluster, CLUSTER_TIMEOUT};
+
+#[tokio::test]
+async fn fourth_node_joins_then_is_removed() {
+    let mut c = Cluster::start(3).await;
+    let id = c.add_node().await;
+    assert_eq!(id, 4);
+    c.wait_until(
+        "every node to list 4 voters",
+        CLUSTER_TIMEOUT,
+        |c| async move {
+            for id in 1..=4 {
+                match c.try_status(id).await {
+                    Ok(s) if members_of(&s) == (vec![1, 2, 3, 4], vec![1, 2, 3, 4]) => {}
+                    _ => return false,
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let s = c.status(1).await;
+    let four = s["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["id"] == 4))
+        .unwrap_or_else(|| panic!("node 4 not listed: {s}"));
+    assert_eq!(four["cluster_addr"], c.node(4).cluster.to_string(), "{s}");
+    assert_eq!(four["mqtt_addr"], c.node(4).mqtt.to_string(), "{s}");
+
+    // The new node routes like the others.
+    let mut sub = v4("sub-4").connect(c.node(4).mqtt).await;
+    sub.subscribe("mb/#", 1).await;
+    let mut p = v4("pub-1").connect(c.node(1).mqtt).await;
+    wait_route(&mut p, &mut sub, "mb/probe").await;
+    p.publish("mb/x", 1, false, b"to four").await;
+    assert_eq!(recv_data(&mut sub).await.payload, b"to four");
+    drop(sub);
+
+    let http = c.node(1).http.to_string();
+    let out = c.run(
+        &["cluster", "remove", "4", "--http", &http],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "cluster remove 4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_until(
+        "nodes 1-3 to list 3 voters",
+        CLUSTER_TIMEOUT,
+        |c| async move {
+            for id in 1..=3 {
+                match c.try_status(id).await {
+                    Ok(s) if members_of(&s) == (vec![1, 2, 3], vec![1, 2, 3]) => {}
+                    _ => return false,
+                }
+            }
+            true
+        },
+    )
+    .await;
+    c.kill(4);
+    c.wait_leader().await;
+    let mut sub = v4("sub-2").connect(c.node(2).mqtt).await;
+    sub.subscribe("mb/#", 1).await;
+    wait_route(&mut p, &mut sub, "mb/probe").await;
+    p.publish("mb/y", 1, false, b"to two").await;
+    assert_eq!(recv_data(&mut sub).await.payload, b"to two");
+}

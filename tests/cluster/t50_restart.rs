@@ -1,0 +1,83 @@
+//! Failures: a node killed with SIGKILL comes back from its data dir into the same
+//! cluster; a whole cluster killed and restarted is one cluster again, with its state.
+
+use crate::support::client::v4;
+use crate::support::cluster::{members_of, recv_data, wait_route, Cluster};
+
+/// Asserts that every node lists the same three voters.
+async fn assert_three_voters(c: &Cluster) {
+    for id in 1..=3 {
+        let s = c.status(id).await;
+        assert_eq!(
+            members_of(&s),
+            (vec![1, 2, 3], vec![1, 2, 3]),
+            "node {id}: {s}"
+        );
+    }
+}
+
+/// The leader is killed; the other two elect a new one and take a retained message
+/// meanwhile; the old leader restarts from its data dir, is ready again in the same
+/// cluster, has caught up (the retained message) and serves pub/sub.
+#[tokio::test]
+async fn killed_node_rejoins_from_its_data_dir() {
+    let mut c = Cluster::start(3).await;
+    let victim = c.wait_leader().await;
+    c.kill(victim);
+    let survivor = c.wait_leader().await;
+    assert_ne!(survivor, victim, "a new leader among the survivors");
+    let mut p = v4("pub").connect(c.node(survivor).mqtt).await;
+    p.publish("kr/while-down", 1, true, b"missed").await;
+
+    c.restart(victim).await;
+    c.wait_leader().await;
+    assert_three_voters(&c).await;
+
+    // Ready means caught up: the retained message is there at once.
+    let mut sub = v4("back").connect(c.node(victim).mqtt).await;
+    sub.subscribe("kr/#", 1).await;
+    let m = sub.recv().await;
+    assert_eq!((m.payload.as_slice(), m.retain), (&b"missed"[..], true));
+    wait_route(&mut p, &mut sub, "kr/probe").await;
+    p.publish("kr/live", 1, false, b"live").await;
+    assert_eq!(recv_data(&mut sub).await.payload, b"live");
+}
+
+/// All three nodes are killed and restarted in reverse order: one cluster again (all
+/// name the same leader and list the same three voters, never three clusters of one),
+/// and the retained message, the persistent session, its subscription and the message
+/// queued for it while offline are all still there.
+#[tokio::test]
+async fn cold_restart_is_one_cluster_with_its_state() {
+    let mut c = Cluster::start(3).await;
+    let mut p = v4("pub").connect(c.node(1).mqtt).await;
+    p.publish("cr/retained", 1, true, b"kept").await;
+    let mut s = v4("durable").persistent().connect(c.node(2).mqtt).await;
+    s.subscribe("cr/q/#", 1).await;
+    s.disconnect().await;
+    c.wait_applied().await;
+    p.publish("cr/q/1", 1, false, b"queued").await;
+    drop(p);
+
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in [3, 2, 1] {
+        c.relaunch(id);
+    }
+    c.wait_leader().await;
+    assert_three_voters(&c).await;
+
+    let mut s = v4("durable").persistent().connect(c.node(2).mqtt).await;
+    assert!(s.session_present, "the persistent session survived");
+    assert_eq!(recv_data(&mut s).await.payload, b"queued");
+    let mut p = v4("pub").connect(c.node(3).mqtt).await;
+    wait_route(&mut p, &mut s, "cr/q/probe").await;
+    p.publish("cr/q/2", 1, false, b"after").await;
+    assert_eq!(recv_data(&mut s).await.payload, b"after");
+
+    let mut late = v4("late").connect(c.node(3).mqtt).await;
+    late.subscribe("cr/retained", 1).await;
+    let m = late.recv().await;
+    assert_eq!((m.payload.as_slice(), m.retain), (&b"kept"[..], true));
+}

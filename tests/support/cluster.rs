@@ -1,0 +1,603 @@
+//! Multi-node harness: a [`Cluster`] of real `raftmq` processes on loopback, each node
+//! on its own IP, driven through its MQTT port and its HTTP API.
+//!
+//! Node `i` (1-based) of a cluster listens on `127.0.K.(i+1)`, where `K` counts the
+//! clusters of this test process (the first cluster is on 127.0.0.2, .3, …), so that
+//! parallel tests never share an address, even when a killed node's port is free for a
+//! while. Ports are picked by binding port 0 on that IP; a start that loses the race for
+//! a port is retried with new ones. A node keeps its ports and its data dir
+//! (`<tempdir>/node-i`) across [`Cluster::kill`] and [`Cluster::restart`].
+//!
+//! All nodes' stderr go to `<tempdir>/node-i.log` (appended across restarts). When the
+//! test panics, the tail of every log is printed and the temp dir is kept.
+//! `RAFTMQ_TEST_LOG` (default `debug`) is the nodes' `--log-level`.
+
+use std::cell::Cell;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::client::{Client, Msg};
+use super::wait_until;
+
+/// Bound on an election, a join, or a restarted node catching up.
+pub const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Polling interval of the cluster waits.
+pub const POLL: Duration = Duration::from_millis(100);
+/// Bound on one HTTP request to a node.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Log lines printed per node when a test fails.
+const LOG_TAIL: usize = 150;
+/// The payload of route probes; [`recv_data`] skips them.
+pub const PROBE: &[u8] = b"probe";
+
+static NEXT_CLUSTER: AtomicU8 = AtomicU8::new(0);
+
+/// One node: its addresses, data dir and (while running) its process.
+pub struct Node {
+    pub id: u64,
+    pub mqtt: SocketAddr,
+    pub cluster: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    /// Cluster addresses given as `--join` (empty for the bootstrap node).
+    join: Vec<SocketAddr>,
+    /// In a mutex so that a `&Cluster` can notice an exit.
+    child: Mutex<Option<Child>>,
+    starts: u32,
+}
+
+impl Node {
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
+    pub fn cluster_addr(&self) -> SocketAddr {
+        self.cluster
+    }
+
+    /// Started and not killed (it may have exited on its own since).
+    pub fn is_running(&self) -> bool {
+        self.child().is_some()
+    }
+
+    fn child(&self) -> MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Everything the node wrote to stderr, over all its runs.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn args(&self) -> Vec<String> {
+        let log_level = std::env::var("RAFTMQ_TEST_LOG").unwrap_or_else(|_| "debug".into());
+        let mut args: Vec<String> = vec![
+            "--node-id".into(),
+            self.id.to_string(),
+            "--mqtt-addr".into(),
+            self.mqtt.to_string(),
+            "--cluster-addr".into(),
+            self.cluster.to_string(),
+            "--http-addr".into(),
+            self.http.to_string(),
+            "--data-dir".into(),
+            self.data_dir.display().to_string(),
+            "--log-level".into(),
+            log_level,
+        ];
+        if !self.join.is_empty() {
+            let join: Vec<String> = self.join.iter().map(|a| a.to_string()).collect();
+            args.extend(["--join".into(), join.join(",")]);
+        }
+        args
+    }
+
+    /// Spawns the process (the same arguments on every start).
+    fn spawn(&mut self) {
+        assert!(!self.is_running(), "node {} is already running", self.id);
+        self.starts += 1;
+        let args = self.args();
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("node log file");
+        writeln!(
+            log,
+            "==== start #{}: raftmq {} ====",
+            self.starts,
+            args.join(" ")
+        )
+        .ok();
+        let child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn raftmq");
+        *self.child() = Some(child);
+    }
+
+    /// SIGKILL and reap.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The exit status if the process has ended (it is then forgotten).
+    fn exited(&self) -> Option<ExitStatus> {
+        let mut child = self.child();
+        let status = child.as_mut()?.try_wait().ok().flatten()?;
+        *child = None;
+        Some(status)
+    }
+
+    fn print_log_tail(&self) {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(LOG_TAIL);
+        eprintln!(
+            "---- node {} ({}) log, last {LOG_TAIL} lines ----",
+            self.id, self.cluster
+        );
+        for line in &lines[from..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// A set of raftmq processes forming (or meant to form) one cluster.
+pub struct Cluster {
+    /// `None` once kept for inspection after a failure.
+    dir: Option<tempfile::TempDir>,
+    /// The `K` of this cluster's IPs 127.0.K.x.
+    net: u8,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// Starts node 1 (which bootstraps), waits until it is ready, then starts nodes
+    /// 2..=n joining it, and waits until all are ready and agree on the leader.
+    pub async fn start(n: usize) -> Cluster {
+        assert!(n >= 1);
+        let mut cluster = Cluster::empty();
+        cluster.launch_new(Vec::new()).await;
+        cluster.wait_ready(1).await;
+        let join = vec![cluster.node(1).cluster];
+        for _ in 2..=n {
+            cluster.push_node(join.clone());
+            let id = cluster.nodes.len() as u64;
+            cluster.node_mut(id).spawn();
+        }
+        for id in 2..=n as u64 {
+            cluster.wait_started(id).await;
+        }
+        cluster.wait_leader().await;
+        cluster
+    }
+
+    /// A cluster with no nodes yet: its temp dir and IP block.
+    pub fn empty() -> Cluster {
+        let net = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
+        Cluster {
+            dir: Some(tempfile::tempdir().expect("temp dir")),
+            net,
+            nodes: Vec::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("temp dir").path()
+    }
+
+    /// The IP that node `id` has, or would have.
+    pub fn ip(&self, id: u64) -> IpAddr {
+        assert!((1..=250).contains(&id), "node id {id} has no IP");
+        IpAddr::V4(Ipv4Addr::new(127, 0, self.net, id as u8 + 1))
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        self.nodes
+            .get((id as usize).wrapping_sub(1))
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes
+            .get_mut((id as usize).wrapping_sub(1))
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// Ids of all nodes ever started, running or not.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Ids of the running nodes.
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Records the next node (not started): fresh ports, `--join join`.
+    fn push_node(&mut self, join: Vec<SocketAddr>) {
+        let id = self.nodes.len() as u64 + 1;
+        let [mqtt, cluster, http] = free_addrs(self.ip(id));
+        let node = Node {
+            id,
+            mqtt,
+            cluster,
+            http,
+            data_dir: self.dir().join(format!("node-{id}")),
+            log: self.dir().join(format!("node-{id}.log")),
+            join,
+            child: Mutex::new(None),
+            starts: 0,
+        };
+        self.nodes.push(node);
+    }
+
+    /// Adds and starts the next node, without waiting for it to be ready.
+    async fn launch_new(&mut self, join: Vec<SocketAddr>) -> u64 {
+        self.push_node(join);
+        let id = self.nodes.len() as u64;
+        self.node_mut(id).spawn();
+        self.wait_started(id).await;
+        id
+    }
+
+    /// Waits until a new node's HTTP API answers. A node that exits because one of its
+    /// ports was taken meanwhile is started again on new ports with a fresh data dir.
+    async fn wait_started(&mut self, id: u64) {
+        for attempt in 0..3 {
+            if attempt > 0 {
+                let ip = self.ip(id);
+                let node = self.node_mut(id);
+                [node.mqtt, node.cluster, node.http] = free_addrs(ip);
+                let _ = std::fs::remove_dir_all(&node.data_dir);
+                node.spawn();
+            }
+            let deadline = Instant::now() + CLUSTER_TIMEOUT;
+            loop {
+                if http_get(self.node(id).http, "/health").await.is_ok() {
+                    return;
+                }
+                if let Some(status) = self.node_mut(id).exited() {
+                    let log = self.node(id).log();
+                    let this_run = log.rsplit("==== start #").next().unwrap_or_default();
+                    if !this_run.to_lowercase().contains("in use") {
+                        panic!("node {id} exited with {status} while starting");
+                    }
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    panic!("node {id}: no HTTP answer after {CLUSTER_TIMEOUT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("node {id} could not bind its ports");
+    }
+
+    /// Starts a fresh node that joins the cluster (its `--join` lists every node's
+    /// cluster address) and waits until it is ready; returns its id.
+    pub async fn add_node(&mut self) -> u64 {
+        let join = self.nodes.iter().map(|n| n.cluster).collect();
+        let id = self.launch_new(join).await;
+        self.wait_ready(id).await;
+        id
+    }
+
+    /// SIGKILL, keeping the data dir.
+    pub fn kill(&mut self, id: u64) {
+        self.node_mut(id).kill();
+    }
+
+    /// Starts a killed node again (same ports, data dir and flags) and waits until it
+    /// is ready.
+    pub async fn restart(&mut self, id: u64) {
+        self.relaunch(id);
+        self.wait_ready(id).await;
+    }
+
+    /// Starts a killed node again without waiting (e.g. while it has no quorum).
+    pub fn relaunch(&mut self, id: u64) {
+        self.node_mut(id).spawn();
+    }
+
+    /// `GET /cluster` of node `id`, or why not.
+    pub async fn try_status(&self, id: u64) -> Result<Value, String> {
+        let (code, body) = http_get(self.node(id).http, "/cluster").await?;
+        if code != 200 {
+            return Err(format!("HTTP {code}: {body}"));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+    }
+
+    /// `GET /cluster` of node `id`; panics if it does not answer.
+    pub async fn status(&self, id: u64) -> Value {
+        match self.try_status(id).await {
+            Ok(v) => v,
+            Err(e) => panic!("node {id}: GET /cluster: {e}"),
+        }
+    }
+
+    /// Whether `GET /ready` answers 200.
+    pub async fn is_ready(&self, id: u64) -> bool {
+        matches!(http_get(self.node(id).http, "/ready").await, Ok((200, _)))
+    }
+
+    /// The leader node `id` knows of, if it answers and knows one.
+    pub async fn leader(&self, id: u64) -> Option<u64> {
+        self.try_status(id).await.ok()?["leader"].as_u64()
+    }
+
+    /// Sorted ids of the members node `id` lists, and of those that are voters.
+    pub async fn members(&self, id: u64) -> (Vec<u64>, Vec<u64>) {
+        let status = self.status(id).await;
+        members_of(&status)
+    }
+
+    /// Polls `check` until it holds (panics naming `what` after `timeout`); the check
+    /// gets the cluster, e.g. `c.wait_until("…", T, |c| async move { … })`.
+    pub async fn wait_until<'a, F, Fut>(&'a self, what: &str, timeout: Duration, check: F)
+    where
+        F: Fn(&'a Cluster) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        wait_until(what, timeout, POLL, || check(self)).await
+    }
+
+    /// Waits until node `id` is ready; panics if its process exits meanwhile.
+    pub async fn wait_ready(&self, id: u64) {
+        let what = format!("node {id} to be ready");
+        self.wait_until(&what, CLUSTER_TIMEOUT, |c| async move {
+            c.assert_running(id);
+            c.is_ready(id).await
+        })
+        .await
+    }
+
+    /// Waits until every running node is ready and they all name the same leader, which
+    /// itself says it is the leader; returns its id.
+    pub async fn wait_leader(&self) -> u64 {
+        let found = Cell::new(None);
+        let found = &found;
+        let what = "all running nodes ready with one leader";
+        self.wait_until(what, CLUSTER_TIMEOUT, |c| async move {
+            found.set(c.agreed_leader().await);
+            found.get().is_some()
+        })
+        .await;
+        found.get().expect("checked by the wait")
+    }
+
+    async fn agreed_leader(&self) -> Option<u64> {
+        let mut leader = None;
+        for id in self.running() {
+            self.assert_running(id);
+            if !self.is_ready(id).await {
+                return None;
+            }
+            let l = self.leader(id).await?;
+            if leader.is_some_and(|x| x != l) {
+                return None;
+            }
+            leader = Some(l);
+        }
+        let l = leader?;
+        let status = self.try_status(l).await.ok()?;
+        (status["role"] == "leader").then_some(l)
+    }
+
+    /// Waits until every running node has applied everything the leader had committed
+    /// when called: a barrier after a change made through Raft (e.g. a SUBSCRIBE).
+    pub async fn wait_applied(&self) {
+        let leader = self.wait_leader().await;
+        let commit = self.status(leader).await["commit_index"]
+            .as_u64()
+            .expect("commit_index");
+        let what = format!("all nodes to apply up to index {commit}");
+        self.wait_until(&what, CLUSTER_TIMEOUT, |c| async move {
+            for id in c.running() {
+                let status = c.try_status(id).await.ok();
+                let applied = status.and_then(|s| s["applied_index"].as_u64());
+                if !matches!(applied, Some(a) if a >= commit) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+    }
+
+    /// Panics (printing the logs) if node `id` was running but its process ended.
+    fn assert_running(&self, id: u64) {
+        if let Some(status) = self.node(id).exited() {
+            panic!("node {id} exited unexpectedly with {status}");
+        }
+    }
+
+    /// `raftmq <args>` run to completion (bounded by `timeout`), e.g. the cluster CLI.
+    pub fn run(&self, args: &[&str], timeout: Duration) -> Output {
+        run_raftmq(args, timeout)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                node.print_log_tail();
+            }
+            if let Some(dir) = self.dir.take() {
+                eprintln!("---- cluster files kept in {} ----", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// Sorted member ids and voter ids from a `/cluster` document.
+pub fn members_of(status: &Value) -> (Vec<u64>, Vec<u64>) {
+    let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+    let mut all: Vec<u64> = nodes.iter().filter_map(|n| n["id"].as_u64()).collect();
+    let mut voters: Vec<u64> = nodes
+        .iter()
+        .filter(|n| n["voter"] == true)
+        .filter_map(|n| n["id"].as_u64())
+        .collect();
+    all.sort();
+    voters.sort();
+    (all, voters)
+}
+
+/// Three addresses on `ip` that were free a moment ago.
+pub fn free_addrs(ip: IpAddr) -> [SocketAddr; 3] {
+    let bind = || TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
+    // Held together so that the three differ.
+    let listeners = [bind(), bind(), bind()];
+    listeners.map(|l| l.local_addr().expect("local addr"))
+}
+
+/// Runs `raftmq <args>` to completion; kills it and panics after `timeout`.
+pub fn run_raftmq(args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn raftmq");
+    let deadline = std::time::Instant::now() + timeout;
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "raftmq {args:?} still running after {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// A minimal HTTP/1.0 GET: the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .await
+            .map_err(|e| e.to_string())?;
+        parse_response(&response)
+    };
+    tokio::time::timeout(HTTP_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("GET {path}: no answer within {HTTP_TIMEOUT:?}"))?
+}
+
+fn parse_response(response: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("incomplete HTTP response: {text:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Publishes QoS 0 [`PROBE`]s to `topic` through `publisher` until `subscriber` gets
+/// one: the subscriber's route is then live on the publisher's node. Later reads
+/// should use [`recv_data`], since a late probe may still arrive.
+pub async fn wait_route(publisher: &mut Client, subscriber: &mut Client, topic: &str) {
+    let deadline = Instant::now() + CLUSTER_TIMEOUT;
+    loop {
+        publisher.publish(topic, 0, false, PROBE).await;
+        if let Some(m) = subscriber.try_recv(Duration::from_millis(200)).await {
+            assert_eq!(m.payload, PROBE, "unexpected message while probing {topic}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no probe on {topic} reached the subscriber within {CLUSTER_TIMEOUT:?}"
+        );
+    }
+}
+
+/// The next message that is not a probe.
+pub async fn recv_data(c: &mut Client) -> Msg {
+    loop {
+        let m = c.recv().await;
+        if m.payload != PROBE {
+            return m;
+        }
+    }
+}
+
+/// The next message that is not a probe within `wait`, if any.
+pub async fn try_recv_data(c: &mut Client, wait: Duration) -> Option<Msg> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = c.try_recv(left).await?;
+        if m.payload != PROBE {
+            return Some(m);
+        }
+    }
+}
