@@ -206,7 +206,7 @@ start_broker() { # name port log
     write_configs "$port"
     case $name in
         # In WORK so that nothing lands in the caller's directory (./data).
-        raftmq) (cd "$WORK" && exec "$RAFTMQ" --mqtt-addr "127.0.0.1:$port" --max-connections 20000) >"$blog" 2>&1 & ;;
+        raftmq) (cd "$WORK" && exec "$RAFTMQ" --mqtt-addr "127.0.0.1:$port" --cluster-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --data-dir "$WORK/raftmq-data-$port" --max-connections 20000) >"$blog" 2>&1 & ;;
         mosquitto) "$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$blog" 2>&1 & ;;
         rumqttd) "$RUMQTTD" -q -c "$WORK/rumqttd.toml" >"$blog" 2>&1 & ;;
     esac

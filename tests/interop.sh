@@ -67,7 +67,7 @@ else
   cargo build -q -p raftmq || die "cargo build failed"
   [ -x "$RAFTMQ_BIN" ] || die "no broker binary at $RAFTMQ_BIN"
   printf 'data_dir = "%s/data"\n' "$WORK" >"$WORK/raftmq.toml"
-  "$RAFTMQ_BIN" --mqtt-addr "$HOST:$PORT" --config "$WORK/raftmq.toml" --log-level debug \
+  "$RAFTMQ_BIN" --mqtt-addr "$HOST:$PORT" --cluster-addr "$HOST:0" --http-addr "$HOST:0" --config "$WORK/raftmq.toml" --log-level debug \
     >"$WORK/broker.log" 2>&1 &
 fi
 BROKER_PID=$!

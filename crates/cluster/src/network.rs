@@ -145,6 +145,8 @@ impl<E: std::error::Error> From<CallError> for RpcErr<E> {
     }
 }
 
+// The error type is openraft's; its size is not ours to choose.
+#[allow(clippy::result_large_err)]
 fn remote<T, E: std::error::Error>(
     target: u64,
     node: &NodeInfo,
