@@ -62,8 +62,11 @@ async fn cold_restart_is_one_cluster_with_its_state() {
     for id in 1..=3 {
         c.kill(id);
     }
+    // Each one up (without a quorum at first) before the next; node 1, which
+    // bootstrapped the cluster, comes last.
     for id in [3, 2, 1] {
         c.relaunch(id);
+        c.wait_answering(id).await;
     }
     c.wait_leader().await;
     assert_three_voters(&c).await;

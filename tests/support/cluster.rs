@@ -283,7 +283,7 @@ impl Cluster {
                 if http_get(self.node(id).http, "/health").await.is_ok() {
                     return;
                 }
-                if let Some(status) = self.node_mut(id).exited() {
+                if let Some(status) = self.node(id).exited() {
                     let log = self.node(id).log();
                     let this_run = log.rsplit("==== start #").next().unwrap_or_default();
                     if !this_run.to_lowercase().contains("in use") {
@@ -375,6 +375,17 @@ impl Cluster {
         self.wait_until(&what, CLUSTER_TIMEOUT, |c| async move {
             c.assert_running(id);
             c.is_ready(id).await
+        })
+        .await
+    }
+
+    /// Waits until node `id` answers `GET /cluster`, ready or not (e.g. a restarted node
+    /// that has no quorum yet).
+    pub async fn wait_answering(&self, id: u64) {
+        let what = format!("node {id} to answer GET /cluster");
+        self.wait_until(&what, CLUSTER_TIMEOUT, |c| async move {
+            c.assert_running(id);
+            c.try_status(id).await.is_ok()
         })
         .await
     }

@@ -143,7 +143,9 @@ impl Shared {
         if msg.retain {
             let message = (!msg.payload.is_empty()).then(|| StoredMessage::from_message(msg));
             let topic = msg.topic.clone();
-            self.cluster.commit(Event::Retain { topic, message }).await?;
+            self.cluster
+                .commit(Event::Retain { topic, message })
+                .await?;
         }
         let routed = self.route(msg);
         if !routed.durable.is_empty() {
@@ -498,7 +500,6 @@ impl BrokerHandle {
             .unwrap_or_else(|e| e.into_inner())
             .len()
     }
-
 }
 
 /// A bound, not yet running, broker.

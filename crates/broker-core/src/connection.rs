@@ -20,8 +20,8 @@ use crate::packet::{
     reason, Ack, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
-use crate::session::{Delivery, Inflight, Session, Stage, SubOptions};
 use crate::replicated::{Event, Outcome, StoredSub};
+use crate::session::{Delivery, Inflight, Session, Stage, SubOptions};
 use crate::topic;
 
 /// Stop reading a client while this much output for it is unwritten.
@@ -813,7 +813,9 @@ impl Connection {
         };
         if let Err(e) = self.shared.cluster.commit(event).await {
             tracing::warn!(client_id = %self.client_id, "unsubscribe not committed: {e}");
-            codes.iter_mut().for_each(|c| *c = reason::UNSPECIFIED_ERROR);
+            codes
+                .iter_mut()
+                .for_each(|c| *c = reason::UNSPECIFIED_ERROR);
         }
         self.send(&Packet::UnsubAck(UnsubAck {
             pkid: u.pkid,

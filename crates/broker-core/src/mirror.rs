@@ -82,14 +82,24 @@ impl Engine for Shared {
                 let moved = session.owner() != rec.owner;
                 self.take_ownership(&session, rec, moved);
             }
-            (Event::Subscribe { client_id, filters, .. }, Outcome::Done) => {
+            (
+                Event::Subscribe {
+                    client_id, filters, ..
+                },
+                Outcome::Done,
+            ) => {
                 if let (Some(s), Some(rec)) =
                     (self.session(client_id), state.sessions.get(client_id))
                 {
                     self.subscribe(&s, rec, filters.iter().map(|(f, _)| f));
                 }
             }
-            (Event::Unsubscribe { client_id, filters, .. }, Outcome::Done) => {
+            (
+                Event::Unsubscribe {
+                    client_id, filters, ..
+                },
+                Outcome::Done,
+            ) => {
                 if let Some(s) = self.session(client_id) {
                     let mut subs = self.subs.write().unwrap_or_else(|e| e.into_inner());
                     let mut st = s.lock();
@@ -126,7 +136,12 @@ impl Engine for Shared {
                     None => retained.remove(topic),
                 };
             }
-            (Event::Publish { message, targets, .. }, Outcome::Queued(seqs)) => {
+            (
+                Event::Publish {
+                    message, targets, ..
+                },
+                Outcome::Queued(seqs),
+            ) => {
                 let mut msg: Option<Arc<Message>> = None;
                 for (t, seq) in targets.iter().zip(seqs) {
                     let (Some(seq), Some(s)) = (seq, self.session(&t.client_id)) else {

@@ -33,7 +33,8 @@ pub struct StoredMessage {
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl StoredMessage {
@@ -174,10 +175,7 @@ pub enum Event {
         expiry_secs: u32,
     },
     /// The session of `epoch`, offline, reached its expiry.
-    Expire {
-        client_id: String,
-        epoch: u64,
-    },
+    Expire { client_id: String, epoch: u64 },
     /// A retained message set (or cleared, with `None`).
     Retain {
         topic: String,
@@ -191,10 +189,7 @@ pub enum Event {
         cap: u64,
     },
     /// A session's client acknowledged these queued messages.
-    Ack {
-        client_id: String,
-        seqs: Vec<u64>,
-    },
+    Ack { client_id: String, seqs: Vec<u64> },
 }
 
 /// What applying an event did.
@@ -348,7 +343,9 @@ impl State {
     }
 
     fn current(&mut self, client_id: &str, epoch: u64) -> Option<&mut SessionRecord> {
-        self.sessions.get_mut(client_id).filter(|r| r.epoch == epoch)
+        self.sessions
+            .get_mut(client_id)
+            .filter(|r| r.epoch == epoch)
     }
 }
 

@@ -32,9 +32,14 @@ pub enum Request {
     /// Commit this batch (sent to the leader by a follower's proposer).
     Write(Cmd),
     /// Add this node to the cluster (learner, then voter).
-    Join { id: u64, node: NodeInfo },
+    Join {
+        id: u64,
+        node: NodeInfo,
+    },
     /// Take this node out of the membership.
-    Remove { id: u64 },
+    Remove {
+        id: u64,
+    },
     /// Deliver to these local sessions; no response.
     Forward {
         message: StoredMessage,

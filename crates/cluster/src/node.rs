@@ -109,8 +109,7 @@ impl Node {
     /// Opens the storage, starts Raft and the transport, and bootstraps or joins if this
     /// node has no state yet. Returns once the stored log is re-applied.
     pub async fn start(s: Settings) -> Result<Arc<Node>, StartError> {
-        let (log, sm) = persistence::open::<_, App>(&s.data_dir)
-            .map_err(StartError::Storage)?;
+        let (log, sm) = persistence::open::<_, App>(&s.data_dir).map_err(StartError::Storage)?;
         let committed = log.committed_index();
         let raft = Raft::new(
             s.node_id,
@@ -171,7 +170,10 @@ impl Node {
         timeout: Duration,
     ) -> Result<(), StartError> {
         let deadline = Instant::now() + timeout;
-        let req = Request::Join { id: self.id, node: me };
+        let req = Request::Join {
+            id: self.id,
+            node: me,
+        };
         let mut last = String::from("no attempt");
         loop {
             for seed in seeds {
@@ -432,7 +434,10 @@ impl ClusterApi for Node {
         }
     }
 
-    fn attach(&self, engine: Arc<dyn Engine>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    fn attach(
+        &self,
+        engine: Arc<dyn Engine>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         let _ = self.engine.set(engine.clone());
         let sm = self.sm.clone();
         Box::pin(async move {
@@ -495,21 +500,26 @@ async fn propose(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
 
 /// Commits `cmd` (here if we lead, else at the leader) and waits until it is applied
 /// here too, so that the engine of this node reflects it when the proposer answers.
-async fn write(
-    node: &Node,
-    cmd: Cmd,
-    leader: &mut Option<(String, Peer)>,
-) -> Result<Resp, String> {
+async fn write(node: &Node, cmd: Cmd, leader: &mut Option<(String, Peer)>) -> Result<Resp, String> {
     let deadline = Instant::now() + COMMIT_TIMEOUT;
     let (index, resp) = loop {
         let attempt = async {
             if node.is_leader() {
-                return node.leader_write(cmd.clone()).await.map_err(|e| e.to_string());
+                return node
+                    .leader_write(cmd.clone())
+                    .await
+                    .map_err(|e| e.to_string());
             }
             let Some(addr) = node
                 .metrics()
                 .current_leader
-                .and_then(|id| node.metrics().membership_config.membership().get_node(&id).cloned())
+                .and_then(|id| {
+                    node.metrics()
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .cloned()
+                })
                 .map(|n| n.cluster_addr)
             else {
                 return Err("no leader".to_string());
@@ -535,7 +545,9 @@ async fn write(
         }
     };
     node.raft
-        .wait(Some(deadline.saturating_duration_since(Instant::now()) + COMMIT_TIMEOUT))
+        .wait(Some(
+            deadline.saturating_duration_since(Instant::now()) + COMMIT_TIMEOUT,
+        ))
         .applied_index_at_least(Some(index), "apply a proposal")
         .await
         .map_err(|e| format!("committed but not applied here: {e}"))?;

@@ -173,7 +173,12 @@ mod tests {
     #[test]
     fn advertised_addresses() {
         let a = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let n = advertised(None, a("127.0.0.2:7000"), a("127.0.0.2:1883"), a("0.0.0.0:8080"));
+        let n = advertised(
+            None,
+            a("127.0.0.2:7000"),
+            a("127.0.0.2:1883"),
+            a("0.0.0.0:8080"),
+        );
         assert_eq!(n.cluster_addr, "127.0.0.2:7000");
         assert_eq!(n.mqtt_addr, "127.0.0.2:1883");
         assert_eq!(n.http_addr, format!("{}:8080", hostname()));
