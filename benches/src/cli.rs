@@ -16,6 +16,8 @@ pub const DEFAULT_CONNECTIONS: u32 = 9_000;
 /// Scenario defaults (flags override them):
 ///   qos0          4 publishers -> 4 subscribers, QoS 0, closed loop W=250, 10 s
 ///   qos1          as qos0 with QoS 1, in-flight 64 per publisher
+///   durable       as qos1, subscribers with persistent sessions (clean session = 0,
+///                 ids loadgen-durable-sub-N): on raftmq every PUBACK waits for Raft
 ///   fanout        1 publisher -> 100 subscribers, QoS 0, closed loop
 ///   fanin         16 publishers -> 1 subscriber, QoS 0, closed loop
 ///   fanin-shared  16 publishers -> $share group of 4 subscribers, QoS 0, closed loop
@@ -55,7 +57,8 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub subscribers: Option<u32>,
 
-    /// QoS of publishes and subscriptions [default: 1 for qos1 and overload, else 0].
+    /// QoS of publishes and subscriptions [default: 1 for qos1, durable and overload,
+    /// else 0].
     #[arg(long, value_name = "Q", value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: Option<u8>,
 
@@ -87,6 +90,7 @@ pub struct Cli {
 pub enum Scenario {
     Qos0,
     Qos1,
+    Durable,
     Fanout,
     Fanin,
     FaninShared,
@@ -100,6 +104,7 @@ impl Scenario {
         match self {
             Scenario::Qos0 => "qos0",
             Scenario::Qos1 => "qos1",
+            Scenario::Durable => "durable",
             Scenario::Fanout => "fanout",
             Scenario::Fanin => "fanin",
             Scenario::FaninShared => "fanin-shared",
@@ -129,6 +134,9 @@ pub struct Params {
     pub shared: bool,
     /// Subscribers consume at a fraction of the publish rate (overload).
     pub slow_subscribers: bool,
+    /// Subscribers keep persistent sessions (clean session = 0) under fixed ids
+    /// (durable).
+    pub durable_subscribers: bool,
 }
 
 impl Params {
@@ -136,7 +144,7 @@ impl Params {
         use Scenario::*;
         let s = cli.scenario;
         let (publishers, subscribers) = match s {
-            Qos0 | Qos1 | Overload => (4, 4),
+            Qos0 | Qos1 | Durable | Overload => (4, 4),
             Fanout => (1, 100),
             Fanin => (16, 1),
             FaninShared => (16, 4),
@@ -149,7 +157,9 @@ impl Params {
             scenario: s,
             publishers: cli.publishers.unwrap_or(publishers),
             subscribers: cli.subscribers.unwrap_or(subscribers),
-            qos: cli.qos.unwrap_or(u8::from(matches!(s, Qos1 | Overload))),
+            qos: cli
+                .qos
+                .unwrap_or(u8::from(matches!(s, Qos1 | Durable | Overload))),
             payload: cli.payload.unwrap_or(64),
             window: cli.window.unwrap_or(250),
             inflight: cli.inflight.unwrap_or(64),
@@ -159,6 +169,7 @@ impl Params {
             connections: (s == Connections).then(|| cli.connections.unwrap_or(DEFAULT_CONNECTIONS)),
             shared: s == FaninShared,
             slow_subscribers: s == Overload,
+            durable_subscribers: s == Durable,
         }
     }
 }
@@ -168,5 +179,29 @@ fn parse_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(secs) if (0.0..=86_400.0).contains(&secs) => Ok(secs),
         _ => Err("expected seconds between 0 and 86400".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(args: &[&str]) -> Params {
+        let mut argv = vec!["loadgen"];
+        argv.extend_from_slice(args);
+        Params::resolve(&Cli::try_parse_from(argv).expect("valid flags"))
+    }
+
+    #[test]
+    fn durable_is_qos1_with_persistent_subscribers() {
+        let d = params(&["durable", "--broker", "127.0.0.1:1883"]);
+        let q = params(&["qos1", "--broker", "127.0.0.1:1883"]);
+        assert_eq!(d.scenario.name(), "durable");
+        assert!(d.durable_subscribers && !q.durable_subscribers);
+        assert_eq!(
+            (d.publishers, d.subscribers, d.qos, d.inflight, d.window),
+            (q.publishers, q.subscribers, q.qos, q.inflight, q.window)
+        );
+        assert_eq!((d.qos, d.inflight, d.open_loop), (1, 64, false));
     }
 }

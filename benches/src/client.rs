@@ -28,15 +28,28 @@ pub struct Client {
     stream: TcpStream,
     rbuf: BytesMut,
     pub wbuf: BytesMut,
+    /// The CONNACK's "session present": the broker resumed a stored session.
+    pub session_present: bool,
 }
 
 impl Client {
-    /// Connects (from `bind` when given), sends CONNECT with keep-alive 0 and a clean
-    /// session, and waits for a successful CONNACK.
+    /// Connects (from `bind` when given), sends CONNECT with a clean session, and waits
+    /// for a successful CONNACK.
     pub async fn connect(
         addr: SocketAddr,
         client_id: &str,
         bind: Option<IpAddr>,
+    ) -> anyhow::Result<Client> {
+        Client::connect_session(addr, client_id, bind, true).await
+    }
+
+    /// As `connect`, with the clean-session flag given: `false` asks the broker to keep
+    /// (or resume) the session after the connection ends.
+    pub async fn connect_session(
+        addr: SocketAddr,
+        client_id: &str,
+        bind: Option<IpAddr>,
+        clean_session: bool,
     ) -> anyhow::Result<Client> {
         let socket = match addr {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -57,15 +70,20 @@ impl Client {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::with_capacity(64 << 10),
+            session_present: false,
         };
         let mut connect = v4::Connect::new(client_id);
+        connect.clean_session = clean_session;
         // Long enough that no run needs a ping, so idle and throttled clients are never
         // dropped for silence. Not 0: rumqttd 0.20 refuses a zero keep-alive.
         connect.keep_alive = 3600;
         connect.write(&mut client.wbuf).map_err(codec)?;
         client.flush().await?;
         match client.expect_reply(addr).await? {
-            Packet::ConnAck(ack) if ack.code == v4::ConnectReturnCode::Success => Ok(client),
+            Packet::ConnAck(ack) if ack.code == v4::ConnectReturnCode::Success => {
+                client.session_present = ack.session_present;
+                Ok(client)
+            }
             Packet::ConnAck(ack) => bail!("{addr} refused CONNECT: {:?}", ack.code),
             other => bail!("{addr} answered CONNECT with {other:?}"),
         }

@@ -1,11 +1,14 @@
 //! One publishing client: sends numbered messages in batches, as the closed-loop window,
 //! the MQTT in-flight window and the pace allow, then waits out its acknowledgements.
+//! At QoS 1/2 it times each handshake, from the write of the PUBLISH to its PUBACK
+//! (PUBCOMP at QoS 2).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use bytes::BytesMut;
+use hdrhistogram::Histogram;
 use mqttbytes::v4::{self, Packet};
 use mqttbytes::QoS;
 use tokio::time::sleep_until;
@@ -48,16 +51,30 @@ pub struct Schedule {
     pub drain_until: Instant,
 }
 
-#[derive(Default)]
 pub struct Outcome {
     pub sent: u64,
     /// Sequence numbers whose handshake completed (PUBACK, or PUBCOMP for QoS 2).
     pub acked: SeqSet,
+    /// Microseconds from writing each acknowledged PUBLISH to its PUBACK (PUBCOMP).
+    pub ack_latency_us: Histogram<u64>,
     /// Times the window was forced open after `STALL_AFTER` without progress.
     pub stalls: u32,
     /// Still unacknowledged when the drain period ended.
     pub unacked: u64,
     pub error: Option<String>,
+}
+
+impl Default for Outcome {
+    fn default() -> Outcome {
+        Outcome {
+            sent: 0,
+            acked: SeqSet::default(),
+            ack_latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            stalls: 0,
+            unacked: 0,
+            error: None,
+        }
+    }
 }
 
 struct Publisher {
@@ -68,6 +85,8 @@ struct Publisher {
     publish: v4::Publish,
     /// Sequence number in flight under each packet id.
     pending: Vec<u32>,
+    /// When the PUBLISH under each packet id was written, in ns since the epoch.
+    pending_since_ns: Vec<u64>,
     inflight: u16,
     last_pkid: u16,
     /// Subscriber progress assumed despite the stall that ended the last wait.
@@ -85,6 +104,7 @@ pub async fn run(spec: Spec, client: Client, flow: Arc<Flow>, schedule: Schedule
         schedule,
         publish,
         pending: vec![FREE; usize::from(u16::MAX) + 1],
+        pending_since_ns: vec![0; usize::from(u16::MAX) + 1],
         inflight: 0,
         last_pkid: 0,
         forgiven: 0,
@@ -226,6 +246,7 @@ impl Publisher {
             if self.spec.qos != QoS::AtMostOnce {
                 let pkid = self.next_pkid();
                 self.pending[usize::from(pkid)] = seq as u32;
+                self.pending_since_ns[usize::from(pkid)] = sent_ns;
                 self.publish.pkid = pkid;
                 self.inflight += 1;
             }
@@ -250,15 +271,16 @@ impl Publisher {
 
     /// Handles every complete frame read so far, answering PUBRECs with PUBRELs.
     async fn on_packets(&mut self) -> anyhow::Result<()> {
+        let now_ns = self.schedule.epoch.elapsed().as_nanos() as u64;
         while let Some(packet) = self.client.next_packet()? {
             match packet {
-                Packet::PubAck(ack) => self.on_ack(ack.pkid),
+                Packet::PubAck(ack) => self.on_ack(ack.pkid, now_ns),
                 Packet::PubRec(rec) => {
                     v4::PubRel::new(rec.pkid)
                         .write(&mut self.client.wbuf)
                         .map_err(codec)?;
                 }
-                Packet::PubComp(comp) => self.on_ack(comp.pkid),
+                Packet::PubComp(comp) => self.on_ack(comp.pkid, now_ns),
                 _ => {}
             }
         }
@@ -268,10 +290,13 @@ impl Publisher {
 
     /// The handshake for the message under `pkid` is complete (PUBACK, or PUBCOMP for
     /// QoS 2: a PUBRECed message may be discarded if we vanish before releasing it).
-    fn on_ack(&mut self, pkid: u16) {
+    fn on_ack(&mut self, pkid: u16, now_ns: u64) {
         let slot = &mut self.pending[usize::from(pkid)];
         if *slot != FREE {
             self.out.acked.insert(*slot);
+            let since = self.pending_since_ns[usize::from(pkid)];
+            let us = now_ns.saturating_sub(since) / 1_000;
+            self.out.ack_latency_us.saturating_record(us.max(1));
             *slot = FREE;
             self.inflight -= 1;
         }

@@ -1,5 +1,9 @@
 //! The publish/subscribe scenarios: connect subscribers then publishers, run the load
 //! for the duration, drain, and count what arrived against what was sent and acked.
+//!
+//! `durable` subscribers keep persistent sessions under fixed client ids. A session
+//! left by an earlier run would replay its stored messages into this one, so each is
+//! first cleared (a clean-session connect) and cleared again after the run.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,10 +14,10 @@ use hdrhistogram::Histogram;
 use mqttbytes::QoS;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, sleep_until};
+use tokio::time::{sleep, sleep_until, timeout};
 
 use crate::cli::Params;
-use crate::client::Client;
+use crate::client::{Client, SETUP_TIMEOUT};
 use crate::flow::Flow;
 use crate::procfs;
 use crate::publisher::{self, Schedule};
@@ -90,6 +94,9 @@ pub async fn run(
     let _ = stop.send(true);
     let pub_out = join_all(pub_tasks).await.context("publisher task")?;
     let sub_out = join_all(sub_tasks).await.context("subscriber task")?;
+    if params.durable_subscribers {
+        clear_durable_sessions(params, brokers, report).await;
+    }
     tally(params, qos, epoch, deadline, &pub_out, &sub_out, report);
     Ok(())
 }
@@ -109,10 +116,21 @@ async fn connect(
         false => topics.to_vec(),
     };
     let node = |i: usize| brokers[i % brokers.len()];
+    let durable = params.durable_subscribers;
     let subs = connect_all(params.subscribers as usize, |j| {
-        let (addr, id, filters) = (node(j + 1), format!("lg-{run}-s{j}"), filters.clone());
+        let id = match durable {
+            true => durable_id(j),
+            false => format!("lg-{run}-s{j}"),
+        };
+        let (addr, filters) = (node(j + 1), filters.clone());
         async move {
-            let mut client = Client::connect(addr, &id, None).await?;
+            if durable {
+                Client::connect(addr, &id, None).await?.disconnect().await;
+            }
+            let mut client = Client::connect_session(addr, &id, None, !durable).await?;
+            if client.session_present {
+                bail!("{addr} resumed a stored session for {id} despite the clean start before");
+            }
             client.subscribe(&filters, qos).await?;
             Ok(client)
         }
@@ -126,6 +144,38 @@ async fn connect(
     .await
     .context("publishers")?;
     Ok((subs, pubs))
+}
+
+/// The fixed client id of durable subscriber `j`.
+fn durable_id(j: usize) -> String {
+    format!("loadgen-durable-sub-{j}")
+}
+
+/// Ends the durable subscribers' sessions (a clean-session connect and disconnect each)
+/// so that they stop collecting messages on the broker. Best effort: a failure is a note.
+async fn clear_durable_sessions(params: &Params, brokers: &[SocketAddr], report: &mut Report) {
+    let tasks: Vec<_> = (0..params.subscribers as usize)
+        .map(|j| {
+            let addr = brokers[(j + 1) % brokers.len()];
+            tokio::spawn(async move {
+                let id = durable_id(j);
+                let clear = async {
+                    Client::connect(addr, &id, None).await?.disconnect().await;
+                    Ok(())
+                };
+                match timeout(SETUP_TIMEOUT, clear).await {
+                    Ok(result) => result,
+                    Err(_) => Err(anyhow::anyhow!("timed out")),
+                }
+                .with_context(|| format!("clearing the session of {id} on {addr}"))
+            })
+        })
+        .collect();
+    for task in tasks {
+        if let Ok(Err(e)) = task.await {
+            report.notes.push(format!("{e:#}"));
+        }
+    }
 }
 
 /// Connects `n` clients at once; the first failure fails the setup.
@@ -177,6 +227,7 @@ fn tally(
 ) {
     let mut received = vec![vec![Stream::default(); pubs.len()]; sink_count(params)];
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut ack_latency = latency.clone();
     let mut last = deadline;
     for s in subs {
         for (mine, theirs) in received[s.sink].iter_mut().zip(&s.streams) {
@@ -198,19 +249,16 @@ fn tally(
             };
         }
     }
+    for p in pubs {
+        ack_latency.add(&p.ack_latency_us).expect("same bounds");
+    }
     report.published = pubs.iter().map(|p| p.sent).sum();
     report.acked = pubs.iter().map(|p| p.acked.len()).sum();
     let elapsed = last.duration_since(epoch).as_secs_f64();
     report.elapsed_s = round(elapsed, 3);
     report.deliveries_per_sec = round(report.delivered as f64 / elapsed.max(1e-9), 1);
-    if !latency.is_empty() {
-        report.latency_us = Some(Latency {
-            p50: latency.value_at_quantile(0.5),
-            p99: latency.value_at_quantile(0.99),
-            p999: latency.value_at_quantile(0.999),
-            max: latency.max(),
-        });
-    }
+    report.latency_us = percentiles(&latency);
+    report.ack_latency_us = percentiles(&ack_latency);
     notes(pubs, subs, report);
     if qos != QoS::AtMostOnce && report.lost > 0 {
         let msg = format!(
@@ -221,6 +269,15 @@ fn tally(
         eprintln!("!!!!!!!! {msg} !!!!!!!!");
         report.error = Some(msg);
     }
+}
+
+fn percentiles(h: &Histogram<u64>) -> Option<Latency> {
+    (!h.is_empty()).then(|| Latency {
+        p50: h.value_at_quantile(0.5),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+    })
 }
 
 /// What the table should mention beyond the counts.

@@ -1,5 +1,6 @@
 //! The result of a run: the one-line JSON contract the comparison script parses (field
-//! names and order are part of it) and the readable table on stderr.
+//! names and order are part of it: new fields go at the end) and the readable table on
+//! stderr.
 
 use std::fmt::Write;
 
@@ -28,6 +29,9 @@ pub struct Report {
     pub rss_per_connection_kib: Option<f64>,
     pub loadgen_cpu_pct: f64,
     pub error: Option<String>,
+    /// QoS 1/2 runs: microseconds from writing a PUBLISH to its PUBACK (PUBCOMP at
+    /// QoS 2), over every acknowledged message, as the publishers saw it.
+    pub ack_latency_us: Option<Latency>,
     /// Extra lines for the table only (stalls, disconnects, unacknowledged messages).
     #[serde(skip)]
     pub notes: Vec<String>,
@@ -102,6 +106,7 @@ impl Report {
             rss_per_connection_kib: None,
             loadgen_cpu_pct: 0.0,
             error: None,
+            ack_latency_us: None,
             notes: Vec::new(),
         }
     }
@@ -159,6 +164,13 @@ impl Report {
                 format!("p50 {} p99 {} p99.9 {} max {}", l.p50, l.p99, l.p999, l.max),
             );
         }
+        if let Some(l) = &self.ack_latency_us {
+            let ack = if p.qos == 2 { "PUBCOMP" } else { "PUBACK" };
+            row(
+                &format!("{ack} latency us"),
+                format!("p50 {} p99 {} p99.9 {} max {}", l.p50, l.p99, l.p999, l.max),
+            );
+        }
         if let Some(r) = &self.broker_rss_kib {
             row(
                 "broker RSS KiB",
@@ -186,4 +198,27 @@ impl Report {
 pub fn round(x: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     (x * scale).round() / scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Params};
+    use clap::Parser;
+
+    #[test]
+    fn new_fields_come_after_the_old_ones() {
+        let cli = Cli::try_parse_from(["loadgen", "qos1", "--broker", "b:1"]).unwrap();
+        let mut report = Report::new(&Params::resolve(&cli), "b".into());
+        report.ack_latency_us = Some(Latency {
+            p50: 1,
+            p99: 2,
+            p999: 3,
+            max: 4,
+        });
+        let json = report.json();
+        let at = |key: &str| json.find(&format!("\"{key}\":")).expect(key);
+        assert!(at("loadgen_cpu_pct") < at("error") && at("error") < at("ack_latency_us"));
+        assert!(json.ends_with(r#""ack_latency_us":{"p50":1,"p99":2,"p999":3,"max":4}}"#));
+    }
 }
