@@ -405,6 +405,36 @@ impl Shared {
         }
     }
 
+    /// Puts one subscription of `session` into the session and the trie (replacing one
+    /// with the same filter).
+    pub fn insert_subscription(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        opts: SubOptions,
+        username: Option<Arc<str>>,
+    ) {
+        let mut subs = write(&self.subs);
+        session
+            .lock()
+            .subscriptions
+            .insert(filter.to_string(), opts.clone());
+        let entry = SubEntry {
+            session: session.clone(),
+            opts,
+            username,
+        };
+        subs.insert(filter, session.client_id.clone(), entry);
+    }
+
+    /// Takes one subscription out of `session` and the trie.
+    pub fn remove_subscription(&self, session: &Arc<Session>, filter: &str) {
+        let mut subs = write(&self.subs);
+        if session.lock().subscriptions.remove(filter).is_some() {
+            subs.remove(filter, &session.client_id);
+        }
+    }
+
     pub fn unsubscribe_all(&self, session: &Arc<Session>) {
         let filters: Vec<String> = {
             let mut st = session.lock();

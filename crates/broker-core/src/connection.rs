@@ -738,8 +738,12 @@ impl Connection {
             accepted.push((codes.len(), f.filter, opts, existed));
             codes.push(f.qos as u8);
         }
-        // The subscriptions exist once the cluster has them (every node routes to them
-        // from then on); the engine's trie is updated as the event is applied.
+        // Routed here at once, so that what this node handles after the SUBSCRIBE
+        // reaches it (arrival order, as a single node gives); other nodes route to it
+        // once the cluster has it. Applying the event puts the same entries again.
+        for (_, filter, opts, _) in &accepted {
+            shared.insert_subscription(&self.session, filter, opts.clone(), self.username.clone());
+        }
         if !accepted.is_empty() {
             let event = Event::Subscribe {
                 client_id: self.client_id.to_string(),
@@ -751,7 +755,8 @@ impl Connection {
             };
             if let Err(e) = shared.cluster.commit(event).await {
                 tracing::warn!(client_id = %self.client_id, "subscribe not committed: {e}");
-                for (i, ..) in accepted.drain(..) {
+                for (i, filter, ..) in accepted.drain(..) {
+                    shared.remove_subscription(&self.session, &filter);
                     codes[i] = reason::UNSPECIFIED_ERROR;
                 }
             }
@@ -806,6 +811,11 @@ impl Connection {
                 })
                 .collect()
         };
+        // Out of this node's routing at once (see on_subscribe), of the others' once
+        // committed.
+        for f in &u.filters {
+            self.shared.remove_subscription(&self.session, f);
+        }
         let event = Event::Unsubscribe {
             client_id: self.client_id.to_string(),
             epoch: self.epoch,

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::broker::{Message, Routed, Shared, SubEntry};
+use crate::broker::{Message, Routed, Shared};
 use crate::cluster_api::Engine;
 use crate::packet::QoS;
 use crate::replicated::{Event, Outcome, SessionRecord, State, StoredMessage, Target};
@@ -101,12 +101,8 @@ impl Engine for Shared {
                 Outcome::Done,
             ) => {
                 if let Some(s) = self.session(client_id) {
-                    let mut subs = self.subs.write().unwrap_or_else(|e| e.into_inner());
-                    let mut st = s.lock();
                     for f in filters {
-                        if st.subscriptions.remove(f).is_some() {
-                            subs.remove(f, &s.client_id);
-                        }
+                        self.remove_subscription(&s, f);
                     }
                 }
             }
@@ -215,20 +211,10 @@ impl Shared {
         filters: impl Iterator<Item = &'a String>,
     ) {
         let username: Option<Arc<str>> = rec.username.as_deref().map(Into::into);
-        let mut subs = self.subs.write().unwrap_or_else(|e| e.into_inner());
-        let mut st = session.lock();
         for f in filters {
-            let Some(stored) = rec.subscriptions.get(f) else {
-                continue;
-            };
-            let opts = stored.to_opts();
-            st.subscriptions.insert(f.clone(), opts.clone());
-            let entry = SubEntry {
-                session: session.clone(),
-                opts,
-                username: username.clone(),
-            };
-            subs.insert(f, session.client_id.clone(), entry);
+            if let Some(stored) = rec.subscriptions.get(f) {
+                self.insert_subscription(session, f, stored.to_opts(), username.clone());
+            }
         }
     }
 
