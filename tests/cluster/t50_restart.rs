@@ -84,3 +84,42 @@ async fn cold_restart_is_one_cluster_with_its_state() {
     let m = late.recv().await;
     assert_eq!((m.payload.as_slice(), m.retain), (&b"kept"[..], true));
 }
+
+/// A follower is down while the others commit more than a snapshot interval (nodes run
+/// with `RAFTMQ_SNAPSHOT_LOGS=100`) and purge their logs behind the snapshot: restarted,
+/// it can only catch up by installing the leader's snapshot, and does, state included.
+#[tokio::test]
+async fn node_behind_a_purged_log_catches_up_by_snapshot() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let follower = (1..=3).find(|&i| i != leader).expect("a follower");
+    let had = c.status(follower).await["last_log_index"].as_u64().unwrap_or(0);
+    c.kill(follower);
+    let mut p = v4("pub").connect(c.node(leader).mqtt).await;
+    // Each retained QoS 1 publish is one committed entry, acknowledged after commit.
+    for i in 0..250u32 {
+        p.publish(&format!("sn/{i}"), 1, true, i.to_string().as_bytes())
+            .await;
+    }
+    let purged = c.status(leader).await["purged_index"].as_u64();
+    assert!(
+        purged.is_some_and(|p| p > had),
+        "the leader purged its log past the follower's last entry {had}: {purged:?}"
+    );
+    c.restart(follower).await;
+    c.wait_applied().await;
+    let status = c.status(follower).await;
+    let snapshot = status["snapshot_index"].as_u64();
+    assert!(
+        snapshot.is_some_and(|s| s >= purged.unwrap_or(0)),
+        "the restarted node holds a snapshot covering the purged entries: {status}"
+    );
+    let mut sub = v4("snap-reader").connect(c.node(follower).mqtt).await;
+    sub.subscribe("sn/#", 0).await;
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 250 {
+        let m = sub.recv().await;
+        assert!(m.retain);
+        seen.insert(m.topic);
+    }
+}

@@ -126,6 +126,8 @@ impl Node {
         .ok();
         let child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
             .args(&args)
+            // Snapshots every 100 entries: a node that was down catches up by one.
+            .env("RAFTMQ_SNAPSHOT_LOGS", "100")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log file"))
             .stderr(log)

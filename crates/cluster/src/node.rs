@@ -75,6 +75,9 @@ pub struct Status {
     pub commit_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub last_log_index: Option<u64>,
+    /// Last log index covered by this node's snapshot, and purged from its log.
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
     pub ready: bool,
     pub nodes: Vec<NodeStatus>,
 }
@@ -88,7 +91,18 @@ pub struct NodeStatus {
     pub http_addr: String,
 }
 
+/// Log entries between snapshots; `RAFTMQ_SNAPSHOT_LOGS` overrides it (tests use a
+/// small value so that lagging nodes catch up by snapshot).
+fn snapshot_logs() -> u64 {
+    std::env::var("RAFTMQ_SNAPSHOT_LOGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(5000)
+}
+
 fn raft_config() -> Result<openraft::Config, StartError> {
+    let every = snapshot_logs();
     // openraft's defaults are LAN-test values; an AppendEntries round trip, follower
     // fsync included, must fit in a heartbeat interval.
     openraft::Config {
@@ -97,8 +111,8 @@ fn raft_config() -> Result<openraft::Config, StartError> {
         election_timeout_min: 1000,
         election_timeout_max: 2000,
         install_snapshot_timeout: 10_000,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
-        max_in_snapshot_log_to_keep: 1000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(every),
+        max_in_snapshot_log_to_keep: every.min(1000),
         ..Default::default()
     }
     .validate()
@@ -356,6 +370,8 @@ impl Node {
             commit_index: self.log.committed_index(),
             applied_index: m.last_applied.map(|l| l.index),
             last_log_index: m.last_log_index,
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
             ready: self.ready(&m),
             nodes,
         }
