@@ -93,7 +93,9 @@ async fn node_behind_a_purged_log_catches_up_by_snapshot() {
     let mut c = Cluster::start(3).await;
     let leader = c.wait_leader().await;
     let follower = (1..=3).find(|&i| i != leader).expect("a follower");
-    let had = c.status(follower).await["last_log_index"].as_u64().unwrap_or(0);
+    let had = c.status(follower).await["last_log_index"]
+        .as_u64()
+        .unwrap_or(0);
     c.kill(follower);
     let mut p = v4("pub").connect(c.node(leader).mqtt).await;
     // Each retained QoS 1 publish is one committed entry, acknowledged after commit.
