@@ -4,27 +4,14 @@
 use std::time::Duration;
 
 use crate::support::client::v4;
-use crate::support::cluster::{members_of, recv_data, wait_route, Cluster, CLUSTER_TIMEOUT};
+use crate::support::cluster::{recv_data, wait_route, Cluster};
 
 #[tokio::test]
 async fn fourth_node_joins_then_is_removed() {
     let mut c = Cluster::start(3).await;
     let id = c.add_node().await;
     assert_eq!(id, 4);
-    c.wait_until(
-        "every node to list 4 voters",
-        CLUSTER_TIMEOUT,
-        |c| async move {
-            for id in 1..=4 {
-                match c.try_status(id).await {
-                    Ok(s) if members_of(&s) == (vec![1, 2, 3, 4], vec![1, 2, 3, 4]) => {}
-                    _ => return false,
-                }
-            }
-            true
-        },
-    )
-    .await;
+    c.wait_voters(&[1, 2, 3, 4], &[1, 2, 3, 4]).await;
     let s = c.status(1).await;
     let four = s["nodes"]
         .as_array()
@@ -52,20 +39,7 @@ async fn fourth_node_joins_then_is_removed() {
         "cluster remove 4: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    c.wait_until(
-        "nodes 1-3 to list 3 voters",
-        CLUSTER_TIMEOUT,
-        |c| async move {
-            for id in 1..=3 {
-                match c.try_status(id).await {
-                    Ok(s) if members_of(&s) == (vec![1, 2, 3], vec![1, 2, 3]) => {}
-                    _ => return false,
-                }
-            }
-            true
-        },
-    )
-    .await;
+    c.wait_voters(&[1, 2, 3], &[1, 2, 3]).await;
     c.kill(4);
     c.wait_leader().await;
     let mut sub = v4("sub-2").connect(c.node(2).mqtt).await;

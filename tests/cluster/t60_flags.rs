@@ -4,7 +4,8 @@
 use std::process::Output;
 use std::time::Duration;
 
-use crate::support::cluster::{free_addrs, members_of, run_raftmq, Cluster};
+use crate::support::cluster::{free_addrs, members_of, Cluster};
+use crate::support::run_raftmq;
 
 /// How long a refused start may take (the join attempt is bounded by the node).
 const REFUSAL: Duration = Duration::from_secs(30);

@@ -1,8 +1,10 @@
 //! Invalid settings: the binary exits with code 2 and one stderr line naming the
 //! setting, and never starts listening.
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
+
+use crate::support::run_raftmq;
 
 /// Runs raftmq with a temp `data_dir` config plus `extra_toml` and `args`; returns its
 /// output, killing it (and failing) if it is still running after 10 s.
@@ -11,30 +13,10 @@ fn run(extra_toml: &str, args: &[&str]) -> Output {
     let config = dir.path().join("raftmq.toml");
     let data_dir = dir.path().join("data").display().to_string();
     std::fs::write(&config, format!("data_dir = {data_dir:?}\n{extra_toml}")).expect("config file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
-        .arg("--mqtt-addr")
-        .arg("127.0.0.1:0")
-        .arg("--config")
-        .arg(&config)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn raftmq");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "raftmq {args:?} still running after 10 s; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    let config = config.display().to_string();
+    let mut all = vec!["--mqtt-addr", "127.0.0.1:0", "--config", &config];
+    all.extend_from_slice(args);
+    run_raftmq(&all, Duration::from_secs(10))
 }
 
 /// Exit code 2 and exactly one non-empty stderr line mentioning `setting` (in snake or

@@ -22,12 +22,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::client::{Client, Msg};
-use super::wait_until;
+use super::{run_raftmq, wait_until};
 
 /// Bound on an election, a join, or a restarted node catching up.
 pub const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -424,6 +422,25 @@ impl Cluster {
         (status["role"] == "leader").then_some(l)
     }
 
+    /// Waits until each of `nodes` lists exactly `voters` as members, all voters.
+    pub async fn wait_voters(&self, nodes: &[u64], voters: &[u64]) {
+        let want = (voters.to_vec(), voters.to_vec());
+        let what = format!("nodes {nodes:?} to list voters {voters:?}");
+        self.wait_until(&what, CLUSTER_TIMEOUT, |c| {
+            let want = want.clone();
+            async move {
+                for &id in nodes {
+                    match c.try_status(id).await {
+                        Ok(s) if members_of(&s) == want => {}
+                        _ => return false,
+                    }
+                }
+                true
+            }
+        })
+        .await;
+    }
+
     /// Waits until every running node has applied everything the leader had committed
     /// when called: a barrier after a change made through Raft (e.g. a SUBSCRIBE).
     pub async fn wait_applied(&self) {
@@ -496,83 +513,28 @@ pub fn free_addrs(ip: IpAddr) -> [SocketAddr; 3] {
     listeners.map(|l| l.local_addr().expect("local addr"))
 }
 
-/// Runs `raftmq <args>` to completion; kills it and panics after `timeout`.
-pub fn run_raftmq(args: &[&str], timeout: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn raftmq");
-    let deadline = std::time::Instant::now() + timeout;
-    while child.try_wait().expect("try_wait").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "raftmq {args:?} still running after {timeout:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
-
-/// A minimal HTTP/1.0 GET: the status code and body.
+/// `GET http://addr/path`: the status code and body (ureq, blocking, off the runtime).
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .await
-            .map_err(|e| e.to_string())?;
-        parse_response(&response)
-    };
-    tokio::time::timeout(HTTP_TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("GET {path}: no answer within {HTTP_TIMEOUT:?}"))?
-}
-
-fn parse_response(response: &[u8]) -> Result<(u16, String), String> {
-    let text = String::from_utf8_lossy(response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("incomplete HTTP response: {text:?}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line: {head:?}"))?;
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((code, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(HTTP_TIMEOUT))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent
+            .get(&url)
+            .call()
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let code = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        Ok((code, body))
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// Publishes QoS 0 [`PROBE`]s to `topic` through `publisher` until `subscriber` gets

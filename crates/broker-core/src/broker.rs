@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::acl::Acl;
-use crate::cluster_api::{ClusterApi, ClusterError, NodeId, SingleNode};
+use crate::cluster_api::{ClusterApi, ClusterError, NodeId};
 use crate::config::{Config, QueuePolicy};
 use crate::metrics::Metrics;
 use crate::packet::{MessageProperties, Protocol, QoS, Will};
@@ -94,9 +94,10 @@ pub(crate) struct Routed {
     pub full: Vec<Arc<Session>>,
     /// Persistent sessions a QoS 1/2 message goes to through the durable queues.
     pub durable: Vec<DurableTarget>,
-    /// Sessions owned by other nodes, by node: one forwarded copy per node.
-    pub remote: Vec<(NodeId, Vec<DurableTarget>)>,
 }
+
+/// Sessions owned by other nodes, by node: one forwarded copy per node.
+type Remote = Vec<(NodeId, Vec<DurableTarget>)>;
 
 /// Everything the connections share.
 pub(crate) struct Shared {
@@ -170,16 +171,17 @@ impl Shared {
         // QoS, carrying every subscription identifier (MQTT 5.0 §3.3.4).
         targets.sort_by_key(|t| Arc::as_ptr(&t.session) as usize);
         let mut routed = Routed::default();
+        let mut remote = Remote::new();
         let mut i = 0;
         while i < targets.len() {
             let mut j = i + 1;
             while j < targets.len() && Arc::ptr_eq(&targets[i].session, &targets[j].session) {
                 j += 1;
             }
-            self.deliver_merged(msg, &targets[i..j], &mut routed);
+            self.deliver_merged(msg, &targets[i..j], &mut routed, &mut remote);
             i = j;
         }
-        for (node, targets) in std::mem::take(&mut routed.remote) {
+        for (node, targets) in remote {
             self.cluster.forward(node, msg.clone(), targets);
         }
         routed
@@ -191,13 +193,7 @@ impl Shared {
         for t in targets {
             let session = self.session(&t.client_id);
             if let Some(session) = session.filter(|s| s.owner() == self.node) {
-                let d = Delivery {
-                    msg: msg.clone(),
-                    qos: QoS::from_u8(t.qos).unwrap_or(QoS::AtMostOnce),
-                    retain: t.retain,
-                    sub_ids: t.sub_ids,
-                    seq: None,
-                };
+                let d = Delivery::replicated(msg, t.qos, t.retain, t.sub_ids, None);
                 self.enqueue(&session, d, &mut routed);
             }
         }
@@ -238,7 +234,13 @@ impl Shared {
         targets
     }
 
-    fn deliver_merged(&self, msg: &Arc<Message>, group: &[Target], routed: &mut Routed) {
+    fn deliver_merged(
+        &self,
+        msg: &Arc<Message>,
+        group: &[Target],
+        routed: &mut Routed,
+        remote: &mut Remote,
+    ) {
         let first = &group[0];
         if !self.acl.is_empty()
             && !self.acl.can_receive(
@@ -274,9 +276,9 @@ impl Shared {
         if durable {
             routed.durable.push(target);
         } else {
-            match routed.remote.iter_mut().find(|(n, _)| *n == owner) {
+            match remote.iter_mut().find(|(n, _)| *n == owner) {
                 Some((_, list)) => list.push(target),
-                None => routed.remote.push((owner, vec![target])),
+                None => remote.push((owner, vec![target])),
             }
         }
     }
@@ -355,25 +357,26 @@ impl Shared {
             (st.generation, st.epoch, st.expiry_secs)
         };
         session.room.notify_waiters();
-        // Queued, not awaited: a reconnect's claim is proposed after it, so applied after.
-        drop(self.cluster.commit(Event::Release {
-            client_id: session.client_id.to_string(),
-            epoch,
-            expiry_secs: expiry,
-        }));
-        self.expire_later(session, generation, epoch, expiry);
+        self.release(session, generation, epoch, expiry);
         Some(generation)
     }
 
-    /// Ends an offline session owned here when its expiry runs out, unless its client
-    /// came back (or it moved) by then.
-    pub fn expire_later(
+    /// Tells the cluster that the connection of `epoch` to `session` (owned here) is
+    /// gone, which ends a clean session everywhere, and starts a persistent one's
+    /// expiry: it ends when that runs out, unless its client came back (or it moved).
+    pub fn release(
         self: &Arc<Self>,
         session: &Arc<Session>,
         generation: u64,
         epoch: u64,
         expiry: u32,
     ) {
+        // Queued, not awaited: a reconnect's claim is proposed after it, so applied after.
+        drop(self.cluster.commit(Event::Release {
+            client_id: session.client_id.to_string(),
+            epoch,
+            expiry_secs: expiry,
+        }));
         if expiry == 0 || expiry == u32::MAX {
             return;
         }
@@ -511,27 +514,6 @@ impl Target {
     }
 }
 
-/// A handle on a running broker's state, for the server binary and for tests.
-#[derive(Clone)]
-pub struct BrokerHandle {
-    shared: Arc<Shared>,
-}
-
-impl BrokerHandle {
-    pub fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
-    }
-
-    /// Number of sessions (connected or not) held.
-    pub fn session_count(&self) -> usize {
-        self.shared
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
-    }
-}
-
 /// A bound, not yet running, broker.
 pub struct Broker {
     shared: Arc<Shared>,
@@ -539,19 +521,6 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Binds the MQTT listener of a broker that is a cluster of one.
-    pub async fn bind(config: Config) -> io::Result<Broker> {
-        Broker::bind_with_cluster(config, Arc::new(SingleNode::default())).await
-    }
-
-    pub async fn bind_with_cluster(
-        config: Config,
-        cluster: Arc<dyn ClusterApi>,
-    ) -> io::Result<Broker> {
-        let listener = TcpListener::bind(config.mqtt_addr).await?;
-        Ok(Broker::with_listener(config, listener, cluster).await)
-    }
-
     /// A broker on an already bound listener (whose real address the cluster needed
     /// before the broker could exist). Attaches the engine to the cluster's state.
     pub async fn with_listener(
@@ -580,12 +549,6 @@ impl Broker {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
-    }
-
-    pub fn handle(&self) -> BrokerHandle {
-        BrokerHandle {
-            shared: self.shared.clone(),
-        }
     }
 
     /// Serves clients until `shutdown` resolves, then asks every connection to close

@@ -3,14 +3,12 @@
 //! [`Event`]s and to forward a publish to another node; the cluster hands every applied
 //! event back to the [`Engine`], on every node, in log order. The engine changes its own
 //! view (registry, subscriptions, retained, durable queues) only from there, so that all
-//! nodes agree.
-//!
-//! `SingleNode` is an in-memory implementation for engine unit tests; the server always
-//! runs the Raft-backed one from `crates/cluster` (a single node is a cluster of one).
+//! nodes agree. The implementation is `crates/cluster` (Raft); a single node is a
+//! cluster of one.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::broker::Message;
 use crate::replicated::{Event, Outcome, State, StoredMessage, Target};
@@ -54,34 +52,4 @@ pub trait Engine: Send + Sync + 'static {
     fn applied(&self, event: &Event, outcome: &Outcome, state: &State);
     /// Another node forwarded a message for the listed local sessions.
     fn forwarded(&self, message: StoredMessage, targets: Vec<Target>);
-}
-
-/// A cluster of one, in memory: commits apply at once. For tests of the engine alone.
-#[derive(Default)]
-pub struct SingleNode {
-    inner: Mutex<(State, Option<Arc<dyn Engine>>)>,
-}
-
-impl ClusterApi for SingleNode {
-    fn node_id(&self) -> NodeId {
-        1
-    }
-
-    fn commit(&self, event: Event) -> ClusterFuture<Outcome> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let outcome = inner.0.apply(&event);
-        if let Some(engine) = &inner.1 {
-            engine.applied(&event, &outcome, &inner.0);
-        }
-        Box::pin(std::future::ready(Ok(outcome)))
-    }
-
-    fn forward(&self, _node: NodeId, _message: Arc<Message>, _targets: Vec<Target>) {}
-
-    fn attach(&self, engine: Arc<dyn Engine>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        engine.reset(&inner.0);
-        inner.1 = Some(engine);
-        Box::pin(std::future::ready(()))
-    }
 }

@@ -7,7 +7,9 @@
 //! - `subscriptions`: the subscription trie (`+`, `#`, `$`-topics, shared groups); no I/O.
 //! - `config`: every engine setting and its default.
 //! - `acl`: publish / subscribe access rules.
-//! - `cluster_api`: the narrow interface to the cluster layer, and the single-node one.
+//! - `cluster_api`: the narrow interface to the cluster layer (commit, forward, attach).
+//! - `replicated`: the state every node holds alike and the events that change it.
+//! - `mirror`: what each applied event means for this node's engine.
 //! - `broker`: shared state (session registry, subscriptions, retained) and the listener.
 //! - `session`: per-client session state: queues, in-flight window, packet ids.
 //! - `connection`: one task per socket: CONNECT, the packet loop, keep-alive, will.
@@ -33,5 +35,5 @@ pub mod topic;
 pub mod wire;
 
 pub use broker::Broker;
-pub use cluster_api::{ClusterApi, Engine, SingleNode};
+pub use cluster_api::{ClusterApi, Engine};
 pub use config::{AclAction, AclRule, Config, Permission, QueuePolicy};

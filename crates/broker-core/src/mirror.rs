@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use crate::broker::{Message, Routed, Shared};
 use crate::cluster_api::Engine;
-use crate::packet::QoS;
 use crate::replicated::{Event, Outcome, SessionRecord, State, StoredMessage, Target};
 use crate::session::{Delivery, Enqueued, Session};
 
@@ -148,7 +147,8 @@ impl Engine for Shared {
                     }
                     let msg = msg.get_or_insert_with(|| Arc::new(message.to_message()));
                     let mut routed = Routed::default();
-                    let d = delivery(msg, t, *seq);
+                    let d =
+                        Delivery::replicated(msg, t.qos, t.retain, t.sub_ids.clone(), Some(*seq));
                     if self.enqueue(&s, d, &mut routed) == Enqueued::Dropped {
                         // Over the session's bound: gone here, so gone everywhere.
                         drop(self.cluster.commit(Event::Ack {
@@ -187,13 +187,7 @@ impl Shared {
                 .iter()
                 .map(|(seq, q)| {
                     let msg = Arc::new(q.message.to_message());
-                    let t = Target {
-                        client_id: String::new(),
-                        qos: q.qos,
-                        retain: q.retain,
-                        sub_ids: q.sub_ids.clone(),
-                    };
-                    delivery(&msg, &t, *seq)
+                    Delivery::replicated(&msg, q.qos, q.retain, q.sub_ids.clone(), Some(*seq))
                 })
                 .collect();
         }
@@ -235,23 +229,8 @@ impl Shared {
                 let st = s.lock();
                 (st.generation, st.epoch, st.expiry_secs)
             };
-            drop(self.cluster.commit(Event::Release {
-                client_id: s.client_id.to_string(),
-                epoch,
-                expiry_secs: expiry,
-            }));
-            self.expire_later(&s, generation, epoch, expiry);
+            self.release(&s, generation, epoch, expiry);
         }
-    }
-}
-
-fn delivery(msg: &Arc<Message>, t: &Target, seq: u64) -> Delivery {
-    Delivery {
-        msg: msg.clone(),
-        qos: QoS::from_u8(t.qos).unwrap_or(QoS::AtLeastOnce),
-        retain: t.retain,
-        sub_ids: t.sub_ids.clone(),
-        seq: Some(seq),
     }
 }
 

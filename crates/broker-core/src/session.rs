@@ -27,6 +27,25 @@ pub(crate) struct Delivery {
     pub seq: Option<u64>,
 }
 
+impl Delivery {
+    /// A delivery described by replicated or forwarded data (QoS as its wire value).
+    pub fn replicated(
+        msg: &Arc<Message>,
+        qos: u8,
+        retain: bool,
+        sub_ids: Vec<u32>,
+        seq: Option<u64>,
+    ) -> Delivery {
+        Delivery {
+            msg: msg.clone(),
+            qos: QoS::from_u8(qos).unwrap_or(QoS::AtMostOnce),
+            retain,
+            sub_ids,
+            seq,
+        }
+    }
+}
+
 /// How far an outbound QoS 1/2 message has got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {

@@ -11,7 +11,7 @@ use broker_core::cluster_api::{ClusterError, ClusterFuture, NodeId};
 use broker_core::replicated::{Event, Outcome, StoredMessage, Target};
 use broker_core::{ClusterApi, Engine};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
@@ -65,11 +65,14 @@ pub struct Node {
     pub left: Notify,
 }
 
-/// A node's view of the cluster, as `raftmq cluster status` and `/cluster` show it.
-#[derive(Debug, Clone, Serialize)]
+/// A node's view of the cluster: `/cluster` serves it, `raftmq cluster status` reads
+/// it. Unknown fields are ignored and absent optional ones are `None`, so that one
+/// version of raftmq can read another's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub node_id: NodeId,
-    pub role: &'static str,
+    /// leader, follower, candidate, learner or shutdown.
+    pub role: String,
     pub leader: Option<NodeId>,
     pub term: u64,
     pub commit_index: Option<u64>,
@@ -82,13 +85,15 @@ pub struct Status {
     pub nodes: Vec<NodeStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub id: NodeId,
     pub voter: bool,
     pub cluster_addr: String,
-    pub mqtt_addr: String,
-    pub http_addr: String,
+    #[serde(default)]
+    pub mqtt_addr: Option<String>,
+    #[serde(default)]
+    pub http_addr: Option<String>,
 }
 
 /// Log entries between snapshots; `RAFTMQ_SNAPSHOT_LOGS` overrides it (tests use a
@@ -294,19 +299,17 @@ impl Node {
         }
     }
 
-    /// Runs a leader-only request at the leader, wherever it is.
-    async fn at_leader(&self, req: Request) -> Result<(), String> {
+    /// Removes node `id` from the cluster (asked of any node): here if we lead, else
+    /// at the leader, waiting out an election.
+    pub async fn remove(&self, id: NodeId) -> Result<(), String> {
         let deadline = Instant::now() + COMMIT_TIMEOUT * 4;
         loop {
             let done = if self.is_leader() {
-                match req {
-                    Request::Remove { id } => self.remove_member(id).await,
-                    _ => return Err("unsupported".into()),
-                }
+                self.remove_member(id).await
             } else {
                 match self.not_leader() {
                     LeaderError::NotLeader(Some((_, n))) => {
-                        match call_leader(n.cluster_addr, &req).await {
+                        match call_leader(n.cluster_addr, &Request::Remove { id }).await {
                             Ok(Response::Done(r)) => r,
                             Ok(_) => Err(LeaderError::Failed("unexpected response".into())),
                             Err(e) => Err(LeaderError::Failed(e)),
@@ -328,14 +331,9 @@ impl Node {
         }
     }
 
-    /// Removes node `id` from the cluster (asked of any node).
-    pub async fn remove(&self, id: NodeId) -> Result<(), String> {
-        self.at_leader(Request::Remove { id }).await
-    }
-
     /// Takes this node out of the cluster, then tells the server to stop.
     pub async fn leave(&self) -> Result<(), String> {
-        self.at_leader(Request::Remove { id: self.id }).await?;
+        self.remove(self.id).await?;
         tracing::info!(node_id = self.id, "left the cluster");
         self.left.notify_waiters();
         Ok(())
@@ -351,8 +349,8 @@ impl Node {
                 id: *id,
                 voter: voters.contains(id),
                 cluster_addr: n.cluster_addr.clone(),
-                mqtt_addr: n.mqtt_addr.clone(),
-                http_addr: n.http_addr.clone(),
+                mqtt_addr: Some(n.mqtt_addr.clone()),
+                http_addr: Some(n.http_addr.clone()),
             })
             .collect();
         let role = match m.state {
@@ -364,7 +362,7 @@ impl Node {
         };
         Status {
             node_id: self.id,
-            role,
+            role: role.to_string(),
             leader: m.current_leader,
             term: m.current_term,
             commit_index: self.log.committed_index(),
@@ -466,7 +464,8 @@ impl ClusterApi for Node {
     }
 }
 
-/// Sends `req` to `addr`, following "not the leader" answers to the leader.
+/// Sends a membership request to `addr`, following "not the leader" answers to the
+/// leader.
 async fn call_leader(mut addr: String, req: &Request) -> Result<Response, String> {
     for _ in 0..5 {
         let resp = Peer::new(addr.clone())
@@ -474,10 +473,7 @@ async fn call_leader(mut addr: String, req: &Request) -> Result<Response, String
             .await
             .map_err(|e| format!("{addr}: {e}"))?;
         match resp {
-            Response::Done(Err(LeaderError::NotLeader(Some((_, n)))))
-            | Response::Write(Err(LeaderError::NotLeader(Some((_, n))))) => {
-                addr = n.cluster_addr;
-            }
+            Response::Done(Err(LeaderError::NotLeader(Some((_, n))))) => addr = n.cluster_addr,
             other => return Ok(other),
         }
     }
@@ -526,19 +522,9 @@ async fn write(node: &Node, cmd: Cmd, leader: &mut Option<(String, Peer)>) -> Re
                     .await
                     .map_err(|e| e.to_string());
             }
-            let Some(addr) = node
-                .metrics()
-                .current_leader
-                .and_then(|id| {
-                    node.metrics()
-                        .membership_config
-                        .membership()
-                        .get_node(&id)
-                        .cloned()
-                })
-                .map(|n| n.cluster_addr)
-            else {
-                return Err("no leader".to_string());
+            let addr = match node.not_leader() {
+                LeaderError::NotLeader(Some((_, n))) => n.cluster_addr,
+                _ => return Err("no leader".to_string()),
             };
             if leader.as_ref().map(|(a, _)| a != &addr).unwrap_or(true) {
                 *leader = Some((addr.clone(), Peer::new(addr.clone())));

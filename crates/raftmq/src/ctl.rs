@@ -4,37 +4,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use cluster::{NodeStatus, Status};
 
 use crate::cli::{ClusterAction, Command};
-
-/// A node's answer to `GET /cluster`. Unknown fields are ignored so that an older `raftmq`
-/// can still read a newer node's status.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Status {
-    pub node_id: u64,
-    /// leader, follower, candidate, learner or shutdown.
-    pub role: String,
-    pub leader: Option<u64>,
-    pub term: u64,
-    pub commit_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    pub last_log_index: Option<u64>,
-    pub ready: bool,
-    pub nodes: Vec<NodeStatus>,
-}
-
-/// One member as the node knows it; addresses a member has not told yet are absent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub id: u64,
-    pub voter: bool,
-    pub cluster_addr: String,
-    #[serde(default)]
-    pub mqtt_addr: Option<String>,
-    #[serde(default)]
-    pub http_addr: Option<String>,
-}
 
 /// Runs a subcommand: its output on stdout, or `raftmq: error: …` on stderr and status 1.
 pub fn run(cmd: &Command) -> ExitCode {

@@ -26,7 +26,7 @@ pub type Change = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// What the HTTP API asks of the node.
 pub trait Control: Send + Sync + 'static {
-    /// The cluster status JSON (schema: `ctl::Status`).
+    /// The cluster status JSON (schema: `cluster::Status`).
     fn status(&self) -> Value;
     /// Member of a cluster with a known leader and caught up.
     fn is_ready(&self) -> bool;
