@@ -17,11 +17,11 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::acl::Acl;
-use crate::cluster_api::{ClusterApi, ClusterError, NodeId};
+use crate::cluster_api::{ClusterApi, ClusterFuture, NodeId};
 use crate::config::{Config, QueuePolicy};
 use crate::metrics::Metrics;
 use crate::packet::{MessageProperties, Protocol, QoS, Will};
-use crate::replicated::{Event, StoredMessage, Target as DurableTarget};
+use crate::replicated::{now_ms, Event, StoredMessage, Target as DurableTarget};
 use crate::retained::RetainedStore;
 use crate::session::{Attachment, Delivery, Enqueued, Session, SubOptions};
 use crate::subscriptions::{Match, SubscriptionTree};
@@ -113,6 +113,9 @@ pub(crate) struct Shared {
     next_conn_id: AtomicU64,
     /// Set once when the broker stops; every session is then woken to see it.
     pub shutting_down: AtomicBool,
+    /// Whether the state, when last reset, counted clients as connected here: at
+    /// start-up, the sessions of a crashed run (`release_orphans`).
+    pub orphans: AtomicBool,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -137,29 +140,45 @@ impl Shared {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Publishes an accepted message: stores it if retained, delivers it to every
-    /// matching session and resolves once every durable part is committed (only then
-    /// may the publisher be acknowledged).
-    pub async fn publish(&self, msg: &Arc<Message>) -> Result<Routed, ClusterError> {
+    /// Publishes an accepted message: delivers it to every session that takes it
+    /// directly and proposes what must be committed first (a retained message, the
+    /// durable deliveries, a persistent publisher's QoS 2 packet id `from`). The
+    /// future, if any, resolves once all that is committed: only then may the
+    /// publisher be acknowledged. The proposals are queued in call order, so one
+    /// publisher's messages are committed, and delivered, in its order.
+    pub fn publish(
+        &self,
+        msg: &Arc<Message>,
+        from: Option<(String, u16)>,
+    ) -> (Routed, Option<ClusterFuture<()>>) {
+        let mut commits = Vec::new();
         if msg.retain {
             let message = (!msg.payload.is_empty()).then(|| StoredMessage::from_message(msg));
             let topic = msg.topic.clone();
-            self.cluster
-                .commit(Event::Retain { topic, message })
-                .await?;
+            commits.push(self.cluster.commit(Event::Retain { topic, message }));
         }
         let routed = self.route(msg);
-        if !routed.durable.is_empty() {
+        if !routed.durable.is_empty() || from.is_some() {
             let event = Event::Publish {
                 message: StoredMessage::from_message(msg),
                 targets: routed.durable.clone(),
                 // The durable queue holds the in-flight window too.
                 cap: (self.config.max_queued_messages + usize::from(self.config.max_inflight))
                     as u64,
+                from,
             };
-            self.cluster.commit(event).await?;
+            commits.push(self.cluster.commit(event));
         }
-        Ok(routed)
+        if commits.is_empty() {
+            return (routed, None);
+        }
+        let all: ClusterFuture<()> = Box::pin(async move {
+            for c in commits {
+                c.await?;
+            }
+            Ok(())
+        });
+        (routed, Some(all))
     }
 
     /// Delivers `msg` to the matching sessions owned here, forwards one copy to each
@@ -258,6 +277,7 @@ impl Shared {
             retain: msg.retain && group.iter().any(|t| t.retain_as_published),
             sub_ids: group.iter().filter_map(|t| t.sub_id).collect(),
             seq: None,
+            dup: false,
         };
         let session = &first.session;
         let owner = session.owner();
@@ -357,42 +377,21 @@ impl Shared {
             (st.generation, st.epoch, st.expiry_secs)
         };
         session.room.notify_waiters();
-        self.release(session, generation, epoch, expiry);
+        self.release(session, epoch, expiry);
         Some(generation)
     }
 
     /// Tells the cluster that the connection of `epoch` to `session` (owned here) is
-    /// gone, which ends a clean session everywhere, and starts a persistent one's
-    /// expiry: it ends when that runs out, unless its client came back (or it moved).
-    pub fn release(
-        self: &Arc<Self>,
-        session: &Arc<Session>,
-        generation: u64,
-        epoch: u64,
-        expiry: u32,
-    ) {
+    /// gone, which ends a clean session everywhere and starts a persistent one's
+    /// expiry (the leader ends it when that runs out, unless its client came back).
+    pub fn release(&self, session: &Arc<Session>, epoch: u64, expiry: u32) {
         // Queued, not awaited: a reconnect's claim is proposed after it, so applied after.
         drop(self.cluster.commit(Event::Release {
             client_id: session.client_id.to_string(),
             epoch,
             expiry_secs: expiry,
+            at_ms: now_ms(),
         }));
-        if expiry == 0 || expiry == u32::MAX {
-            return;
-        }
-        let shared = self.clone();
-        let session = session.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-            let st = session.lock();
-            if st.generation == generation && st.epoch == epoch && !session.is_online() {
-                drop(st);
-                drop(shared.cluster.commit(Event::Expire {
-                    client_id: session.client_id.to_string(),
-                    epoch,
-                }));
-            }
-        });
     }
 
     /// Ends a session: forgets it and its subscriptions, if it is still the registered one.
@@ -476,29 +475,47 @@ impl Shared {
         });
     }
 
-    fn publish_will(self: &Arc<Self>, session: &Session, will: Will, username: Option<&str>) {
-        if !self.acl.is_empty()
-            && !self
-                .acl
-                .can_publish(&session.client_id, username, &will.topic)
-        {
-            return;
-        }
-        tracing::debug!(client_id = %session.client_id, topic = %will.topic, "publishing will");
-        let msg = Arc::new(Message::new(
+    fn publish_will(&self, session: &Session, will: Will, username: Option<&str>) {
+        let msg = Message::new(
             will.topic,
             will.payload,
             will.qos,
             will.retain,
             will.properties,
             Some(session.client_id.clone()),
-        ));
-        let shared = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = shared.publish(&msg).await {
-                tracing::warn!(topic = %msg.topic, "will not published: {e}");
-            }
-        });
+        );
+        self.publish_will_message(msg, username);
+    }
+
+    /// Publishes the will of a client whose node died (the leader, once the cluster
+    /// committed that it fires). Its expiry interval counts from now.
+    pub fn publish_stored_will(&self, will: StoredMessage, username: Option<String>) {
+        let msg = Message::new(
+            will.topic,
+            will.payload,
+            QoS::from_u8(will.qos).unwrap_or(QoS::AtMostOnce),
+            will.retain,
+            will.properties,
+            will.publisher.as_deref().map(Into::into),
+        );
+        tracing::info!(client_id = ?msg.publisher, topic = %msg.topic, "publishing the will of a client of a dead node");
+        self.publish_will_message(msg, username.as_deref());
+    }
+
+    fn publish_will_message(&self, msg: Message, username: Option<&str>) {
+        let client_id = msg.publisher.as_deref().unwrap_or_default();
+        if !self.acl.is_empty() && !self.acl.can_publish(client_id, username, &msg.topic) {
+            return;
+        }
+        tracing::debug!(client_id, topic = %msg.topic, "publishing will");
+        let msg = Arc::new(msg);
+        if let (_, Some(committed)) = self.publish(&msg, None) {
+            tokio::spawn(async move {
+                if let Err(e) = committed.await {
+                    tracing::warn!(topic = %msg.topic, "will not committed: {e}");
+                }
+            });
+        }
     }
 }
 
@@ -539,9 +556,10 @@ impl Broker {
             retained: RwLock::new(RetainedStore::new()),
             next_conn_id: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
+            orphans: AtomicBool::new(false),
         });
         cluster.attach(shared.clone()).await;
-        shared.release_orphans();
+        shared.release_orphans(shared.orphans.load(Ordering::Relaxed));
         Broker { shared, listener }
     }
 

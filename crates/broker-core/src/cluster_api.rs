@@ -52,4 +52,7 @@ pub trait Engine: Send + Sync + 'static {
     fn applied(&self, event: &Event, outcome: &Outcome, state: &State);
     /// Another node forwarded a message for the listed local sessions.
     fn forwarded(&self, message: StoredMessage, targets: Vec<Target>);
+    /// Publishes the will of a client whose node died (the leader does, once the
+    /// cluster has committed that it fires).
+    fn publish_will(&self, will: StoredMessage, username: Option<String>);
 }

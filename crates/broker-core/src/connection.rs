@@ -4,7 +4,10 @@
 //! read never stops us from reading it, and its growing output stops us reading it
 //! (never unbounded buffers).
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +23,7 @@ use crate::packet::{
     reason, Ack, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
-use crate::replicated::{Event, Outcome, StoredSub};
+use crate::replicated::{Event, Outcome, StoredMessage, StoredSub, StoredWill};
 use crate::session::{Delivery, Inflight, Session, Stage, SubOptions};
 use crate::topic;
 
@@ -34,6 +37,12 @@ const DRAIN_BATCH: usize = 64;
 const READ_CHUNK: usize = 8 * 1024;
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+/// Replies held for commits, per connection, before we stop reading the client.
+const MAX_HELD: usize = 1024;
+
+/// A reply held back until the cluster has committed what it acknowledges: the packet
+/// to send then (None: nothing), or why the connection must end.
+type Held = Pin<Box<dyn Future<Output = Result<Option<Packet>, Exit>> + Send>>;
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -218,6 +227,9 @@ struct Connection {
     /// Sessions queued above their bound by this client's publishes (backpressure):
     /// we stop reading the client, though not writing to it, until they have room.
     blocked: Vec<Arc<Session>>,
+    /// Replies waiting for commits, in the order they must be sent (MQTT wants
+    /// PUBACKs in PUBLISH order; commits complete in proposal order anyway).
+    held: VecDeque<Held>,
 }
 
 impl Connection {
@@ -303,12 +315,26 @@ impl Connection {
             Protocol::V4 => cfg.max_inflight,
         };
 
+        // Replicated, so that the cluster publishes it if this node dies.
+        let will = c.will.as_ref().map(|w| StoredWill {
+            message: StoredMessage {
+                topic: w.topic.clone(),
+                payload: w.payload.clone(),
+                qos: w.qos as u8,
+                retain: w.retain,
+                properties: w.properties.clone(),
+                expires_at_ms: None,
+                publisher: Some(client_id.to_string()),
+            },
+            delay_secs: w.delay_interval,
+        });
         let claim = Event::Claim {
             node: shared.node,
             client_id: client_id.to_string(),
             clean_start: c.clean_start,
             expiry_secs: expiry,
             username: c.username.clone(),
+            will,
         };
         let claimed = match shared.cluster.commit(claim).await {
             Ok(Outcome::Claimed { epoch, present }) => shared
@@ -364,6 +390,7 @@ impl Connection {
             wbuf: BytesMut::new(),
             want_drain: true,
             blocked: Vec::new(),
+            held: VecDeque::new(),
         };
         conn.send(&Packet::ConnAck(ack));
         conn.resend_inflight();
@@ -401,7 +428,9 @@ impl Connection {
             while self.want_drain && self.wbuf.len() < WBUF_HIGH {
                 self.want_drain = self.drain();
             }
-            let can_read = self.wbuf.len() < WBUF_HIGH && self.blocked.is_empty();
+            let can_read = self.wbuf.len() < WBUF_HIGH
+                && self.blocked.is_empty()
+                && self.held.len() < MAX_HELD;
             tokio::select! {
                 biased;
                 r = wr.write(&self.wbuf), if !self.wbuf.is_empty() => match r {
@@ -424,6 +453,11 @@ impl Connection {
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => break Exit::Lost(e.to_string()),
                     }
+                },
+                r = next_held(&mut self.held), if !self.held.is_empty() => match r {
+                    Ok(Some(packet)) => self.send(&packet),
+                    Ok(None) => {}
+                    Err(exit) => break exit,
                 },
                 // Polled even while draining, so that a busy or stuck connection still
                 // learns at once that it was taken over or that the broker stops.
@@ -492,13 +526,7 @@ impl Connection {
                 Ok(())
             }
             Packet::PubRel(a) => {
-                let known = self.session.lock().incoming_qos2.remove(&a.pkid);
-                let code = if known {
-                    reason::SUCCESS
-                } else {
-                    reason::PACKET_ID_NOT_FOUND
-                };
-                self.send(&Packet::PubComp(Ack::new(a.pkid, code)));
+                self.on_pubrel(a);
                 Ok(())
             }
             Packet::PubComp(a) => {
@@ -581,13 +609,15 @@ impl Connection {
     async fn on_publish(&mut self, mut p: Publish) -> Result<(), Exit> {
         Metrics::inc(&self.shared.metrics.publish_received);
         self.resolve_topic(&mut p)?;
-        if p.qos == QoS::ExactlyOnce {
-            let st = self.session.lock();
-            if st.incoming_qos2.contains(&p.pkid) {
-                // A retransmission of a message we already have: acknowledge again,
+        let (qos, pkid) = (p.qos, p.pkid);
+        if qos == QoS::ExactlyOnce {
+            let mut st = self.session.lock();
+            if st.incoming_qos2.contains(&pkid) {
+                // A retransmission of a message we already have (perhaps committed by
+                // another node before this client failed over): acknowledge again,
                 // deliver nothing (exactly once).
                 drop(st);
-                self.send(&Packet::PubRec(Ack::new(p.pkid, reason::SUCCESS)));
+                self.reply(Packet::PubRec(Ack::new(pkid, reason::SUCCESS)));
                 return Ok(());
             }
             if st.incoming_qos2.len() >= usize::from(self.shared.config.receive_maximum) {
@@ -596,40 +626,89 @@ impl Connection {
                     "more unacknowledged QoS 2 publishes than Receive Maximum",
                 ));
             }
+            // Taken now, so that a retransmission while the commit runs is one too.
+            st.incoming_qos2.insert(pkid);
         }
-        let (qos, pkid) = (p.qos, p.pkid);
-        let code = self.accept_publish(p).await?;
-        let ack = self.ack(pkid, code);
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
-            QoS::ExactlyOnce => {
-                if code < 0x80 {
-                    self.session.lock().incoming_qos2.insert(pkid);
+        let verdict = self.accept_publish(p)?;
+        let ack = move |code| match qos {
+            QoS::ExactlyOnce => Packet::PubRec(Ack::new(pkid, code)),
+            _ => Packet::PubAck(Ack::new(pkid, code)),
+        };
+        match verdict {
+            Verdict::Now(code) => {
+                if qos == QoS::ExactlyOnce && code >= 0x80 {
+                    self.session.lock().incoming_qos2.remove(&pkid);
                 }
-                self.send(&Packet::PubRec(ack));
+                if qos != QoS::AtMostOnce {
+                    let packet = self.with_reason(ack(code));
+                    self.reply(packet);
+                }
+            }
+            // No ack to hold: what the commit brings (a retained message) follows.
+            Verdict::Commit { committed, .. } if qos == QoS::AtMostOnce => drop(committed),
+            Verdict::Commit { code, committed } => {
+                let failed = self.with_reason(ack(reason::UNSPECIFIED_ERROR));
+                let protocol = self.protocol;
+                let session = self.session.clone();
+                let shared = self.shared.clone();
+                let client_id = self.client_id.to_string();
+                self.held.push_back(Box::pin(async move {
+                    match committed.await {
+                        Ok(()) => Ok(Some(ack(code))),
+                        Err(e) => {
+                            tracing::warn!(%client_id, "publish not committed: {e}");
+                            if qos == QoS::ExactlyOnce {
+                                // The message may yet be committed: free the packet id
+                                // after it, so that the client may use it again.
+                                session.lock().incoming_qos2.remove(&pkid);
+                                drop(shared.cluster.commit(Event::PubRel { client_id, pkid }));
+                            }
+                            // Never a false acknowledgement: v5 gets a failure code, and
+                            // 3.1.1, which has none, loses the connection.
+                            match protocol {
+                                Protocol::V5 => Ok(Some(failed)),
+                                Protocol::V4 => {
+                                    Err(Exit::violation(reason::SERVER_UNAVAILABLE, e.to_string()))
+                                }
+                            }
+                        }
+                    }
+                }));
             }
         }
         Ok(())
     }
 
-    /// An ack, with a reason string when it reports a failure and the client wants them.
-    fn ack(&self, pkid: u16, code: u8) -> Ack {
-        let reason_string =
-            (code >= 0x80 && self.problem_info).then(|| reason_text(code).to_string());
-        Ack {
-            pkid,
-            code,
-            reason_string,
+    /// Sends `packet` now, or after the replies held before it.
+    fn reply(&mut self, packet: Packet) {
+        if self.held.is_empty() {
+            self.send(&packet);
+        } else {
+            self.held
+                .push_back(Box::pin(std::future::ready(Ok(Some(packet)))));
         }
     }
 
-    /// Checks, commits and routes an inbound message; returns the v5 ack reason code.
-    async fn accept_publish(&mut self, p: Publish) -> Result<u8, Exit> {
+    /// Adds a reason string to a failure ack, when the client wants them.
+    fn with_reason(&self, packet: Packet) -> Packet {
+        let add = |a: Ack| {
+            let reason_string =
+                (a.code >= 0x80 && self.problem_info).then(|| reason_text(a.code).to_string());
+            Ack { reason_string, ..a }
+        };
+        match packet {
+            Packet::PubAck(a) => Packet::PubAck(add(a)),
+            Packet::PubRec(a) => Packet::PubRec(add(a)),
+            other => other,
+        }
+    }
+
+    /// Checks and routes an inbound message, proposing what must be committed first.
+    fn accept_publish(&mut self, p: Publish) -> Result<Verdict, Exit> {
         if p.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&p.payload).is_err()
         {
-            return Ok(reason::PAYLOAD_FORMAT_INVALID);
+            return Ok(Verdict::Now(reason::PAYLOAD_FORMAT_INVALID));
         }
         let shared = &self.shared;
         if !shared.acl.is_empty()
@@ -638,8 +717,12 @@ impl Connection {
                 .can_publish(&self.client_id, self.username.as_deref(), &p.topic)
         {
             tracing::debug!(client_id = %self.client_id, topic = %p.topic, "publish denied");
-            return Ok(reason::NOT_AUTHORIZED);
+            return Ok(Verdict::Now(reason::NOT_AUTHORIZED));
         }
+        // A persistent session's QoS 2 packet id is held by the cluster until PUBREL,
+        // so that a resend to another node after a failover is known as one.
+        let from = (p.qos == QoS::ExactlyOnce && self.session.lock().expiry_secs != 0)
+            .then(|| (self.client_id.to_string(), p.pkid));
         let msg = Arc::new(Message::new(
             p.topic,
             // Decoded payloads are slices of the read buffer: one copy per message (never
@@ -650,29 +733,47 @@ impl Connection {
             p.properties,
             Some(self.client_id.clone()),
         ));
-        let routed = match shared.publish(&msg).await {
-            Ok(routed) => routed,
-            // A QoS 0 message has no ack to withhold: what could be delivered was.
-            Err(e) if msg.qos == QoS::AtMostOnce => {
-                tracing::warn!(client_id = %self.client_id, "publish not committed: {e}");
-                return Ok(reason::SUCCESS);
-            }
-            // Never a false acknowledgement: v5 gets a failure code, and 3.1.1,
-            // which has none, loses the connection.
-            Err(e) => {
-                return match self.protocol {
-                    Protocol::V5 => Ok(reason::UNSPECIFIED_ERROR),
-                    Protocol::V4 => Err(Exit::violation(reason::SERVER_UNAVAILABLE, e.to_string())),
-                }
-            }
-        };
-        let matched = routed.matched;
-        self.blocked.extend(routed.full);
-        Ok(if matched == 0 {
+        let (routed, committed) = shared.publish(&msg, from);
+        let code = if routed.matched == 0 {
             reason::NO_MATCHING_SUBSCRIBERS
         } else {
             reason::SUCCESS
+        };
+        self.blocked.extend(routed.full);
+        Ok(match committed {
+            Some(committed) => Verdict::Commit { code, committed },
+            None => Verdict::Now(code),
         })
+    }
+
+    /// PUBREL of an inbound QoS 2 message: the cluster forgets its packet id (for a
+    /// persistent session) before PUBCOMP says it may be used again.
+    fn on_pubrel(&mut self, a: Ack) {
+        let (known, persistent) = {
+            let mut st = self.session.lock();
+            (st.incoming_qos2.remove(&a.pkid), st.expiry_secs != 0)
+        };
+        let code = if known {
+            reason::SUCCESS
+        } else {
+            reason::PACKET_ID_NOT_FOUND
+        };
+        let pubcomp = Packet::PubComp(Ack::new(a.pkid, code));
+        if !(known && persistent) {
+            self.reply(pubcomp);
+            return;
+        }
+        let committed = self.shared.cluster.commit(Event::PubRel {
+            client_id: self.client_id.to_string(),
+            pkid: a.pkid,
+        });
+        self.held.push_back(Box::pin(async move {
+            match committed.await {
+                Ok(_) => Ok(Some(pubcomp)),
+                // Without PUBCOMP the client sends PUBREL again, here or elsewhere.
+                Err(e) => Err(Exit::violation(reason::SERVER_UNAVAILABLE, e.to_string())),
+            }
+        }));
     }
 
     fn on_pubrec(&mut self, a: Ack) {
@@ -696,8 +797,37 @@ impl Connection {
             return;
         }
         st.inflight[i].stage = Stage::Released;
+        let seq = st.inflight[i].delivery.seq;
         drop(st);
-        self.send(&Packet::PubRel(Ack::new(a.pkid, reason::SUCCESS)));
+        let pubrel = Packet::PubRel(Ack::new(a.pkid, reason::SUCCESS));
+        let Some(seq) = seq else {
+            self.reply(pubrel);
+            return;
+        };
+        // A durable message: the cluster must know the client has it before PUBREL
+        // lets the client forget its packet id, or a node taking the session over
+        // would send it again as new.
+        let committed = self.shared.cluster.commit(Event::Received {
+            client_id: self.client_id.to_string(),
+            seq,
+        });
+        let session = self.session.clone();
+        let pkid = a.pkid;
+        self.held.push_back(Box::pin(async move {
+            match committed.await {
+                Ok(_) => Ok(Some(pubrel)),
+                Err(e) => {
+                    // As the cluster knows it: the PUBLISH goes again, and the client's
+                    // PUBREC comes again.
+                    tracing::warn!("PUBREC not committed: {e}");
+                    let mut st = session.lock();
+                    if let Some(f) = st.inflight.iter_mut().find(|f| f.pkid == pkid) {
+                        f.stage = Stage::Published;
+                    }
+                    Ok(None)
+                }
+            }
+        }));
     }
 
     async fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Exit> {
@@ -785,6 +915,7 @@ impl Connection {
                         retain: true,
                         sub_ids: opts.sub_id.into_iter().collect(),
                         seq: None,
+                        dup: false,
                     })
                 });
             }
@@ -874,8 +1005,11 @@ impl Connection {
                 if st.inflight.len() >= st.window {
                     break;
                 }
+                let seq = front.seq;
+                let Some(pkid) = st.pkid_for(seq) else {
+                    break;
+                };
                 let d = st.pending.pop_front().expect("front exists");
-                let pkid = st.next_pkid();
                 st.inflight.push_back(Inflight {
                     pkid,
                     delivery: d.clone(),
@@ -890,7 +1024,7 @@ impl Connection {
             self.session.room.notify_waiters();
         }
         for (d, pkid) in batch {
-            self.send_publish(&d, pkid, false, now);
+            self.send_publish(&d, pkid, d.dup, now);
         }
         more
     }
@@ -1039,10 +1173,13 @@ impl Connection {
             self.session.wake.notify_one();
         }
         let generation = shared.detach(&self.session, self.conn_id);
+        // Cut off and declared dead, this node's clients had their wills published by
+        // the cluster already.
+        let will_taken = self.session.lock().will_taken == Some(self.conn_id);
         if let Some(will) = self
             .will
             .take()
-            .filter(|_| exit.publishes_will())
+            .filter(|_| exit.publishes_will() && !will_taken)
             .map(|w| *w)
         {
             match generation {
@@ -1132,4 +1269,26 @@ fn packet_name(p: &Packet) -> &'static str {
         Packet::Disconnect(_) => "DISCONNECT",
         Packet::Auth { .. } => "AUTH",
     }
+}
+
+/// What becomes of an accepted PUBLISH's ack.
+enum Verdict {
+    /// Send it now with this reason code.
+    Now(u8),
+    /// Send it with `code` once `committed` resolves.
+    Commit {
+        code: u8,
+        committed: crate::cluster_api::ClusterFuture<()>,
+    },
+}
+
+/// The next held reply, once it is ready (they are sent in order).
+async fn next_held(held: &mut VecDeque<Held>) -> Result<Option<Packet>, Exit> {
+    std::future::poll_fn(|cx| {
+        let front = held.front_mut().expect("polled only when not empty");
+        let ready = std::task::ready!(front.as_mut().poll(cx));
+        held.pop_front();
+        std::task::Poll::Ready(ready)
+    })
+    .await
 }

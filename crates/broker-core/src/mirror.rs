@@ -7,12 +7,20 @@
 use std::sync::Arc;
 
 use crate::broker::{Message, Routed, Shared};
-use crate::cluster_api::Engine;
-use crate::replicated::{Event, Outcome, SessionRecord, State, StoredMessage, Target};
-use crate::session::{Delivery, Enqueued, Session};
+use crate::cluster_api::{Engine, NodeId};
+use crate::replicated::{
+    now_ms, pkid_for, Event, Outcome, SessionRecord, State, StoredMessage, Target,
+};
+use crate::session::{Delivery, Enqueued, Inflight, Session, Stage};
 
 impl Engine for Shared {
     fn reset(&self, state: &State) {
+        let orphans = state
+            .sessions
+            .values()
+            .any(|r| r.owner == self.node && r.connected);
+        self.orphans
+            .store(orphans, std::sync::atomic::Ordering::Relaxed);
         let stale: Vec<Arc<Session>> = {
             let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             sessions
@@ -119,6 +127,7 @@ impl Engine for Shared {
                     }
                 }
             }
+            (Event::NodeDown { node, .. }, Outcome::Done) => self.node_down(*node, state),
             (Event::Expire { client_id, .. }, Outcome::Done) => {
                 if let Some(s) = self.session(client_id) {
                     self.remove_session(&s);
@@ -165,6 +174,10 @@ impl Engine for Shared {
     fn forwarded(&self, message: StoredMessage, targets: Vec<Target>) {
         self.deliver_forwarded(&Arc::new(message.to_message()), targets);
     }
+
+    fn publish_will(&self, will: StoredMessage, username: Option<String>) {
+        self.publish_stored_will(will, username);
+    }
 }
 
 impl Shared {
@@ -181,15 +194,27 @@ impl Shared {
             st.inflight.clear();
             st.incoming_qos2.clear();
         } else if moved {
+            // What the previous owner may have sent goes out again, as a duplicate and
+            // under the same packet id; a QoS 2 message the client has received only
+            // needs its PUBREL again.
             st.inflight.clear();
-            st.pending = rec
-                .queue
-                .iter()
-                .map(|(seq, q)| {
-                    let msg = Arc::new(q.message.to_message());
-                    Delivery::replicated(&msg, q.qos, q.retain, q.sub_ids.clone(), Some(*seq))
-                })
-                .collect();
+            st.pending.clear();
+            for (seq, q) in &rec.queue {
+                let msg = Arc::new(q.message.to_message());
+                let mut d =
+                    Delivery::replicated(&msg, q.qos, q.retain, q.sub_ids.clone(), Some(*seq));
+                d.dup = true;
+                if q.received {
+                    st.inflight.push_back(Inflight {
+                        pkid: pkid_for(*seq),
+                        delivery: d,
+                        stage: Stage::Released,
+                    });
+                } else {
+                    st.pending.push_back(d);
+                }
+            }
+            st.incoming_qos2 = rec.inbound_qos2.iter().copied().collect();
         }
         drop(st);
         if !mine {
@@ -212,24 +237,53 @@ impl Shared {
         }
     }
 
-    /// After start-up: the sessions this node owned before it stopped have no
-    /// connection any more. Their connections are released (which ends clean sessions
-    /// cluster-wide) and persistent ones start their expiry.
-    pub(crate) fn release_orphans(self: &Arc<Self>) {
-        let mine: Vec<Arc<Session>> = {
+    /// `node` was declared dead: its sessions are offline. If that is us (we were cut
+    /// off, and are back), the cluster has published our clients' wills and counts
+    /// their sessions as disconnected: close those connections (their clients
+    /// reconnect and claim again), without publishing their wills a second time.
+    fn node_down(&self, node: NodeId, state: &State) {
+        tracing::warn!(
+            node,
+            "cluster declared node {node} dead: its clients' sessions are offline"
+        );
+        let sessions: Vec<Arc<Session>> = {
             let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             sessions
                 .values()
-                .filter(|s| s.owner() == self.node && !s.is_online())
+                .filter(|s| s.owner() == node)
                 .cloned()
                 .collect()
         };
-        for s in mine {
-            let (generation, epoch, expiry) = {
-                let st = s.lock();
-                (st.generation, st.epoch, st.expiry_secs)
-            };
-            self.release(&s, generation, epoch, expiry);
+        for s in sessions {
+            let connected = matches!(state.sessions.get(&*s.client_id), Some(r) if r.connected);
+            if connected {
+                continue;
+            }
+            if node == self.node {
+                let mut st = s.lock();
+                st.will_taken = st.attached.as_ref().map(|a| a.conn_id);
+                drop(st);
+                kick(&s);
+            } else {
+                s.set_online(false);
+            }
+        }
+    }
+
+    /// After start-up: if the replicated state still counts clients as connected
+    /// here, this node stopped without saying goodbye (a crash, a kill). It declares
+    /// itself dead and back, as the leader would have: those sessions go offline,
+    /// their wills are published after their delay, clean ones end, and persistent
+    /// ones start their expiry.
+    pub(crate) fn release_orphans(&self, state_had_orphans: bool) {
+        if state_had_orphans {
+            tracing::warn!(
+                "restarted after a crash: the sessions of our former clients go offline"
+            );
+            drop(self.cluster.commit(Event::NodeDown {
+                node: self.node,
+                at_ms: now_ms(),
+            }));
         }
     }
 }

@@ -7,7 +7,7 @@
 //! Everything here is plain data persisted in the Raft log and in snapshots (bincode 2
 //! through serde): never reorder or remove variants or fields, only append.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -30,6 +30,12 @@ pub struct StoredMessage {
     /// Unix milliseconds at which the v5 message expiry runs out.
     pub expires_at_ms: Option<u64>,
     pub publisher: Option<String>,
+}
+
+/// Wall-clock milliseconds since the Unix epoch: the clock replicated deadlines (session
+/// expiry, will delay) are written in, since an `Instant` means nothing on another node.
+pub fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -122,6 +128,24 @@ pub struct Queued {
     pub qos: u8,
     pub retain: bool,
     pub sub_ids: Vec<u32>,
+    /// QoS 2: the client sent PUBREC, so it has the message; only PUBREL / PUBCOMP
+    /// remain, and the message itself must never be sent again (exactly once).
+    pub received: bool,
+}
+
+/// The packet id a durable delivery is sent with: derived from its sequence number, so
+/// that the node that takes a session over resends it under the same id and a QoS 2
+/// receiver recognises the duplicate.
+pub fn pkid_for(seq: u64) -> u16 {
+    ((seq.saturating_sub(1)) % u64::from(u16::MAX)) as u16 + 1
+}
+
+/// A connection's will, replicated so that the cluster can publish it if the node
+/// serving the connection dies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredWill {
+    pub message: StoredMessage,
+    pub delay_secs: u32,
 }
 
 /// One session as every node knows it.
@@ -139,11 +163,30 @@ pub struct SessionRecord {
     /// Unacknowledged QoS 1/2 messages of a persistent session, by sequence number.
     pub queue: BTreeMap<u64, Queued>,
     pub next_seq: u64,
+    /// The will of the connected client; kept by the cluster only while the node
+    /// serving it lives (that node publishes it when the connection ends).
+    pub will: Option<StoredWill>,
+    /// Set when the owner node was declared dead: the will is published then.
+    pub will_due_ms: Option<u64>,
+    /// When the connection ended (0 while connected): the expiry counts from here.
+    pub released_at_ms: u64,
+    /// Inbound QoS 2 packet ids whose message is committed and whose PUBREL has not
+    /// come yet: a resent PUBLISH with one of them is a duplicate, on any node.
+    pub inbound_qos2: BTreeSet<u16>,
 }
 
 impl SessionRecord {
     pub fn is_persistent(&self) -> bool {
         self.expiry_secs != 0
+    }
+
+    /// Whether the session, offline, has outlived its expiry at `now_ms`, its will (if
+    /// any is pending) published first.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        !self.connected
+            && self.will_due_ms.is_none()
+            && self.expiry_secs != u32::MAX
+            && self.released_at_ms + u64::from(self.expiry_secs) * 1000 <= now_ms
     }
 }
 
@@ -157,6 +200,7 @@ pub enum Event {
         clean_start: bool,
         expiry_secs: u32,
         username: Option<String>,
+        will: Option<StoredWill>,
     },
     Subscribe {
         client_id: String,
@@ -168,11 +212,13 @@ pub enum Event {
         epoch: u64,
         filters: Vec<String>,
     },
-    /// The connection of `epoch` ended; an expiry of 0 ends the session too.
+    /// The connection of `epoch` ended (at `at_ms`); an expiry of 0 ends the session
+    /// too. Its node has dealt with the will.
     Release {
         client_id: String,
         epoch: u64,
         expiry_secs: u32,
+        at_ms: u64,
     },
     /// The session of `epoch`, offline, reached its expiry.
     Expire { client_id: String, epoch: u64 },
@@ -187,9 +233,24 @@ pub enum Event {
         message: StoredMessage,
         targets: Vec<Target>,
         cap: u64,
+        /// A QoS 2 message from a persistent session: its client id and packet id,
+        /// held until PUBREL.
+        from: Option<(String, u16)>,
     },
-    /// A session's client acknowledged these queued messages.
+    /// A session's client acknowledged these queued messages (PUBACK, PUBCOMP).
     Ack { client_id: String, seqs: Vec<u64> },
+    /// A session's client sent PUBREC for this queued QoS 2 message.
+    Received { client_id: String, seq: u64 },
+    /// A publisher's PUBREL: its inbound QoS 2 packet id is free again.
+    PubRel { client_id: String, pkid: u16 },
+    /// The leader declared `node` dead (unreachable for a while) at `at_ms`: its
+    /// connections are gone; their wills are due after each will delay.
+    NodeDown { node: NodeId, at_ms: u64 },
+    /// A node declared dead answers again.
+    NodeUp { node: NodeId },
+    /// The leader publishes the due will of the session of `epoch` (once: the first
+    /// such event takes it).
+    FireWill { client_id: String, epoch: u64 },
 }
 
 /// What applying an event did.
@@ -207,6 +268,11 @@ pub enum Outcome {
     /// Sequence numbers given to the targets of a `Publish`, in target order (`None`:
     /// dropped, the session's queue was full or the session is gone).
     Queued(Vec<Option<u64>>),
+    /// The will `FireWill` took, to publish, and the client's username (for its ACL).
+    Will {
+        message: Box<StoredMessage>,
+        username: Option<String>,
+    },
 }
 
 /// The replicated state.
@@ -215,6 +281,8 @@ pub struct State {
     pub sessions: BTreeMap<String, SessionRecord>,
     pub retained: BTreeMap<String, StoredMessage>,
     pub last_epoch: u64,
+    /// Nodes declared dead and not back yet.
+    pub down: BTreeSet<NodeId>,
 }
 
 impl State {
@@ -227,6 +295,7 @@ impl State {
                 clean_start,
                 expiry_secs,
                 username,
+                will,
             } => {
                 self.last_epoch += 1;
                 let epoch = self.last_epoch;
@@ -240,6 +309,9 @@ impl State {
                 rec.connected = true;
                 rec.expiry_secs = *expiry_secs;
                 rec.username.clone_from(username);
+                rec.will.clone_from(will);
+                rec.will_due_ms = None;
+                rec.released_at_ms = 0;
                 Outcome::Claimed { epoch, present }
             }
             Event::Subscribe {
@@ -274,7 +346,7 @@ impl State {
                 client_id,
                 epoch,
                 expiry_secs,
-                ..
+                at_ms,
             } => match self.current(client_id, *epoch) {
                 Some(_) if *expiry_secs == 0 => {
                     self.sessions.remove(client_id);
@@ -283,6 +355,9 @@ impl State {
                 Some(rec) => {
                     rec.connected = false;
                     rec.expiry_secs = *expiry_secs;
+                    rec.released_at_ms = *at_ms;
+                    rec.will = None;
+                    rec.will_due_ms = None;
                     Outcome::Done
                 }
                 None => Outcome::Stale,
@@ -307,7 +382,13 @@ impl State {
                 message,
                 targets,
                 cap,
+                from,
             } => {
+                if let Some((client_id, pkid)) = from {
+                    if let Some(rec) = self.sessions.get_mut(client_id) {
+                        rec.inbound_qos2.insert(*pkid);
+                    }
+                }
                 let seqs = targets
                     .iter()
                     .map(|t| {
@@ -324,6 +405,7 @@ impl State {
                                 qos: t.qos,
                                 retain: t.retain,
                                 sub_ids: t.sub_ids.clone(),
+                                received: false,
                             },
                         );
                         Some(seq)
@@ -339,7 +421,81 @@ impl State {
                 }
                 Outcome::Done
             }
+            Event::Received { client_id, seq } => {
+                let queued = self
+                    .sessions
+                    .get_mut(client_id)
+                    .and_then(|r| r.queue.get_mut(seq));
+                match queued {
+                    Some(q) => {
+                        q.received = true;
+                        Outcome::Done
+                    }
+                    None => Outcome::Stale,
+                }
+            }
+            Event::PubRel { client_id, pkid } => {
+                if let Some(rec) = self.sessions.get_mut(client_id) {
+                    rec.inbound_qos2.remove(pkid);
+                }
+                Outcome::Done
+            }
+            Event::NodeDown { node, at_ms } => {
+                if !self.down.insert(*node) {
+                    return Outcome::Stale;
+                }
+                for rec in self.sessions.values_mut() {
+                    if rec.owner == *node && rec.connected {
+                        rec.connected = false;
+                        rec.released_at_ms = *at_ms;
+                        rec.will_due_ms = rec
+                            .will
+                            .as_ref()
+                            .map(|w| *at_ms + u64::from(w.delay_secs.min(rec.expiry_secs)) * 1000);
+                    }
+                }
+                Outcome::Done
+            }
+            Event::NodeUp { node } => match self.down.remove(node) {
+                true => Outcome::Done,
+                false => Outcome::Stale,
+            },
+            Event::FireWill { client_id, epoch } => match self.current(client_id, *epoch) {
+                Some(rec) if !rec.connected && rec.will_due_ms.is_some() => {
+                    rec.will_due_ms = None;
+                    match rec.will.take() {
+                        Some(w) => Outcome::Will {
+                            message: Box::new(w.message),
+                            username: rec.username.clone(),
+                        },
+                        None => Outcome::Stale,
+                    }
+                }
+                _ => Outcome::Stale,
+            },
         }
+    }
+
+    /// What the leader should propose now (`now_ms`, wall clock): the due wills, then
+    /// the expired sessions.
+    pub fn due(&self, now_ms: u64) -> Vec<Event> {
+        let wills = self
+            .sessions
+            .iter()
+            .filter(|(_, r)| !r.connected && r.will_due_ms.is_some_and(|t| t <= now_ms))
+            .map(|(id, r)| Event::FireWill {
+                client_id: id.clone(),
+                epoch: r.epoch,
+            });
+        let expired = self
+            .sessions
+            .iter()
+            .filter(|(_, r)| r.is_expired(now_ms))
+            .map(|(id, r)| Event::Expire {
+                client_id: id.clone(),
+                epoch: r.epoch,
+            });
+        wills.chain(expired).collect()
     }
 
     fn current(&mut self, client_id: &str, epoch: u64) -> Option<&mut SessionRecord> {
@@ -363,6 +519,7 @@ mod tests {
             clean_start: clean,
             expiry_secs: expiry,
             username: None,
+            will: None,
         }
     }
 
@@ -414,6 +571,7 @@ mod tests {
             client_id: "c".into(),
             epoch: 1,
             expiry_secs: 0,
+            at_ms: 0,
         };
         assert_eq!(s.apply(&stale), Outcome::Stale);
         assert!(s.sessions.contains_key("c"));
@@ -445,6 +603,7 @@ mod tests {
             message: msg(),
             targets,
             cap: 2,
+            from: None,
         };
         assert_eq!(s.apply(&publish), Outcome::Queued(vec![Some(1), None]));
         assert_eq!(s.apply(&publish), Outcome::Queued(vec![Some(2), None]));
@@ -454,6 +613,92 @@ mod tests {
             seqs: vec![1],
         });
         assert_eq!(s.sessions["p"].queue.keys().collect::<Vec<_>>(), [&2]);
+    }
+
+    #[test]
+    fn a_dead_nodes_wills_fire_once_after_their_delay_and_sessions_expire() {
+        let mut s = State::default();
+        let will = |delay| StoredWill {
+            message: msg(),
+            delay_secs: delay,
+        };
+        let mut c = claim(A, "now", true, 0);
+        if let Event::Claim { will: w, .. } = &mut c {
+            *w = Some(will(0));
+        }
+        s.apply(&c);
+        let mut c = claim(A, "later", false, 60);
+        if let Event::Claim { will: w, .. } = &mut c {
+            *w = Some(will(5));
+        }
+        s.apply(&c);
+        s.apply(&claim(B, "elsewhere", false, 60));
+        let down = Event::NodeDown {
+            node: A,
+            at_ms: 1000,
+        };
+        assert_eq!(s.apply(&down), Outcome::Done);
+        assert_eq!(s.apply(&down), Outcome::Stale, "declared once");
+        assert!(s.sessions["elsewhere"].connected);
+        // The clean session's will is due at once; it expires only after it fired.
+        let due = s.due(1000);
+        assert_eq!(
+            due,
+            vec![Event::FireWill {
+                client_id: "now".into(),
+                epoch: 1
+            }]
+        );
+        assert!(matches!(s.apply(&due[0]), Outcome::Will { .. }));
+        assert_eq!(s.apply(&due[0]), Outcome::Stale, "a will fires once");
+        assert_eq!(
+            s.due(1000),
+            vec![Event::Expire {
+                client_id: "now".into(),
+                epoch: 1
+            }]
+        );
+        s.apply(&s.due(1000)[0].clone());
+        // The delayed one fires at 1000 + 5 s, unless its client came back.
+        assert!(s.due(5999).is_empty());
+        assert_eq!(s.due(6000).len(), 1);
+        s.apply(&claim(B, "later", false, 60));
+        assert!(s.due(6000).is_empty());
+        assert_eq!(s.apply(&Event::NodeUp { node: A }), Outcome::Done);
+        assert!(s.down.is_empty());
+    }
+
+    #[test]
+    fn qos2_state_survives_in_the_record() {
+        let mut s = State::default();
+        s.apply(&claim(A, "pub", false, 60));
+        s.apply(&claim(A, "sub", false, 60));
+        let publish = Event::Publish {
+            message: msg(),
+            targets: vec![Target {
+                client_id: "sub".into(),
+                qos: 2,
+                retain: false,
+                sub_ids: vec![],
+            }],
+            cap: 10,
+            from: Some(("pub".into(), 7)),
+        };
+        assert_eq!(s.apply(&publish), Outcome::Queued(vec![Some(1)]));
+        assert!(s.sessions["pub"].inbound_qos2.contains(&7));
+        s.apply(&Event::PubRel {
+            client_id: "pub".into(),
+            pkid: 7,
+        });
+        assert!(s.sessions["pub"].inbound_qos2.is_empty());
+        s.apply(&Event::Received {
+            client_id: "sub".into(),
+            seq: 1,
+        });
+        assert!(s.sessions["sub"].queue[&1].received);
+        assert_eq!(pkid_for(1), 1);
+        assert_eq!(pkid_for(65535), 65535);
+        assert_eq!(pkid_for(65536), 1);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub(crate) struct Delivery {
     /// Its sequence number in the session's durable queue (replicated state), acked
     /// through the cluster once the client acknowledges it.
     pub seq: Option<u64>,
+    /// Sent before, perhaps by another node: goes out with the DUP flag.
+    pub dup: bool,
 }
 
 impl Delivery {
@@ -42,6 +44,7 @@ impl Delivery {
             retain,
             sub_ids,
             seq,
+            dup: false,
         }
     }
 }
@@ -111,9 +114,25 @@ pub(crate) struct SessionState {
     pub incoming_qos2: HashSet<u16>,
     /// Outbound window: max unacknowledged QoS 1/2 messages.
     pub window: usize,
+    /// The connection whose will the cluster has published (its node was declared
+    /// dead meanwhile): that connection must not publish it again when it closes.
+    pub will_taken: Option<u64>,
 }
 
 impl SessionState {
+    /// The packet id for a delivery: derived from its sequence number `seq` when it is
+    /// durable (the same on whichever node sends it), else the next free one. None
+    /// while that derived id is still in flight.
+    pub fn pkid_for(&mut self, seq: Option<u64>) -> Option<u16> {
+        match seq {
+            Some(seq) => {
+                let id = crate::replicated::pkid_for(seq);
+                (!self.inflight.iter().any(|f| f.pkid == id)).then_some(id)
+            }
+            None => Some(self.next_pkid()),
+        }
+    }
+
     /// Next free packet id, skipping ids still in flight.
     pub fn next_pkid(&mut self) -> u16 {
         loop {

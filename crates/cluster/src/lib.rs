@@ -4,12 +4,16 @@
 //! - `types`: the Raft type configuration, node addresses, and the replicated app state
 //!   (broker-core's `replicated::State`, plus the engine observing it).
 //! - `network`: the node-to-node transport (frames, requests, openraft's client side).
+//! - `failover`: quorum watch, dead-node detection, wills of dead nodes' clients,
+//!   session expiry (leader-driven, through Raft).
 //! - `node`: one member: start (bootstrap / join), the proposer (group commit), the
 //!   transport server, membership changes and status.
 
+mod failover;
 mod network;
 mod node;
 mod types;
 
+pub use failover::Events;
 pub use node::{Node, NodeStatus, Settings, StartError, Status};
 pub use types::NodeInfo;

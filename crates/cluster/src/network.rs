@@ -3,8 +3,12 @@
 //! order on their connection, except `Forward`, which has no answer (the direct path is
 //! fire-and-forget). A frame that fails to decode closes that connection only.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use std::time::Instant;
 
 use broker_core::replicated::{StoredMessage, Target};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
@@ -16,7 +20,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::types::{Cmd, NodeInfo, Resp, TypeConfig};
 
@@ -95,8 +99,41 @@ pub async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Resu
     Ok(msg)
 }
 
+/// The address our outgoing cluster connections come from, when the transport listens
+/// on one specific address: a multi-homed host talks to its peers from the address it
+/// announced, and a firewall rule (or the test suite's partitioning proxy) can tell the
+/// nodes apart by source address.
+static SOURCE_IP: OnceLock<IpAddr> = OnceLock::new();
+
+/// Sets the source address of outgoing cluster connections (once, at start-up); a
+/// wildcard address leaves the choice to the kernel.
+pub fn set_source_ip(ip: IpAddr) {
+    if !ip.is_unspecified() {
+        let _ = SOURCE_IP.set(ip);
+    }
+}
+
 pub async fn connect(addr: &str) -> io::Result<TcpStream> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let open = async {
+        let Some(ip) = SOURCE_IP.get() else {
+            return TcpStream::connect(addr).await;
+        };
+        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
+        for target in tokio::net::lookup_host(addr).await? {
+            let socket = match target {
+                SocketAddr::V4(_) if ip.is_ipv4() => TcpSocket::new_v4()?,
+                SocketAddr::V6(_) if ip.is_ipv6() => TcpSocket::new_v6()?,
+                _ => continue,
+            };
+            socket.bind(SocketAddr::new(*ip, 0))?;
+            match socket.connect(target).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, open)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
@@ -166,13 +203,43 @@ fn remote<T, E: std::error::Error>(
     })
 }
 
+/// When each peer last answered a Raft RPC of ours. A leader sends every follower a
+/// heartbeat per `heartbeat_interval`, so on the leader this tells which nodes are
+/// reachable (`failover` declares the silent ones dead).
+#[derive(Default)]
+pub struct Contacts(Mutex<HashMap<u64, Instant>>);
+
+impl Contacts {
+    fn seen(&self, node: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(node, Instant::now());
+    }
+
+    pub fn last(&self, node: u64) -> Option<Instant> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&node).copied()
+    }
+}
+
 /// openraft's view of the transport.
-pub struct Network;
+pub struct Network {
+    pub contacts: Arc<Contacts>,
+}
 
 pub struct RaftPeer {
     target: u64,
     node: NodeInfo,
     peer: Peer,
+    contacts: Arc<Contacts>,
+}
+
+impl RaftPeer {
+    /// Sends `req`; any answer, even a refusal, shows the peer is alive.
+    async fn call(&mut self, req: &Request) -> Result<Response, CallError> {
+        let resp = self.peer.call(req).await?;
+        self.contacts.seen(self.target);
+        Ok(resp)
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -183,6 +250,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             node: node.clone(),
             peer: Peer::new(node.cluster_addr.clone()),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -193,7 +261,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
-        match self.peer.call(&Request::Append(rpc)).await? {
+        match self.call(&Request::Append(rpc)).await? {
             Response::Append(r) => remote(self.target, &self.node, r),
             _ => Err(CallError::Unexpected.into()),
         }
@@ -204,7 +272,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RpcErr<RaftError<u64, InstallSnapshotError>>> {
-        match self.peer.call(&Request::Snapshot(rpc)).await? {
+        match self.call(&Request::Snapshot(rpc)).await? {
             Response::Snapshot(r) => remote(self.target, &self.node, r),
             _ => Err(CallError::Unexpected.into()),
         }
@@ -215,7 +283,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         rpc: VoteRequest<u64>,
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RpcErr> {
-        match self.peer.call(&Request::Vote(rpc)).await? {
+        match self.call(&Request::Vote(rpc)).await? {
             Response::Vote(r) => remote(self.target, &self.node, r),
             _ => Err(CallError::Unexpected.into()),
         }

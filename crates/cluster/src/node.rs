@@ -16,7 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
-use crate::network::{self, LeaderError, Network, Peer, Request, Response};
+use crate::failover;
+use crate::failover::{Counters, Events};
+use crate::network::{self, Contacts, LeaderError, Network, Peer, Request, Response};
 use crate::types::{App, Cmd, LogStore, NodeInfo, Raft, Resp, StateMachineStore};
 
 /// How long a proposal may wait for a leader and a quorum before it fails.
@@ -55,7 +57,11 @@ pub struct Node {
     pub id: NodeId,
     raft: Raft,
     log: LogStore,
-    sm: StateMachineStore,
+    pub(crate) sm: StateMachineStore,
+    pub(crate) contacts: Arc<Contacts>,
+    pub(crate) counters: Counters,
+    /// Nodes declared dead, as last read from the state (for `status`).
+    pub(crate) down: Mutex<Vec<NodeId>>,
     proposals: mpsc::UnboundedSender<Proposal>,
     forwards: Mutex<HashMap<NodeId, mpsc::Sender<Request>>>,
     /// Membership changes one at a time (openraft refuses concurrent ones).
@@ -83,6 +89,12 @@ pub struct Status {
     pub purged_index: Option<u64>,
     pub ready: bool,
     pub nodes: Vec<NodeStatus>,
+    /// Nodes the cluster has declared dead (unreachable), not back yet.
+    #[serde(default)]
+    pub down: Vec<NodeId>,
+    /// Failovers and recoveries seen by this node since it started.
+    #[serde(default)]
+    pub events: Events,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,12 +140,19 @@ impl Node {
     /// Opens the storage, starts Raft and the transport, and bootstraps or joins if this
     /// node has no state yet. Returns once the stored log is re-applied.
     pub async fn start(s: Settings) -> Result<Arc<Node>, StartError> {
+        if let Ok(local) = s.listener.local_addr() {
+            network::set_source_ip(local.ip());
+        }
         let (log, sm) = persistence::open::<_, App>(&s.data_dir).map_err(StartError::Storage)?;
         let committed = log.committed_index();
+        let contacts = Arc::new(Contacts::default());
+        let network = Network {
+            contacts: contacts.clone(),
+        };
         let raft = Raft::new(
             s.node_id,
             Arc::new(raft_config()?),
-            Network,
+            network,
             log.clone(),
             sm.clone(),
         )
@@ -145,6 +164,9 @@ impl Node {
             raft,
             log,
             sm,
+            contacts,
+            counters: Counters::default(),
+            down: Mutex::new(Vec::new()),
             proposals: tx,
             forwards: Mutex::new(HashMap::new()),
             membership: tokio::sync::Mutex::new(()),
@@ -154,6 +176,7 @@ impl Node {
         tokio::spawn(serve(node.clone(), s.listener));
         tokio::spawn(propose(node.clone(), rx));
         tokio::spawn(watch(node.clone()));
+        tokio::spawn(failover::run(node.clone()));
         let initialized = node
             .raft
             .is_initialized()
@@ -220,7 +243,11 @@ impl Node {
         }
     }
 
-    fn metrics(&self) -> openraft::RaftMetrics<NodeId, NodeInfo> {
+    pub(crate) fn engine(&self) -> Option<&Arc<dyn Engine>> {
+        self.engine.get()
+    }
+
+    pub(crate) fn metrics(&self) -> openraft::RaftMetrics<NodeId, NodeInfo> {
         self.raft.metrics().borrow().clone()
     }
 
@@ -372,6 +399,8 @@ impl Node {
             purged_index: m.purged.map(|l| l.index),
             ready: self.ready(&m),
             nodes,
+            down: self.down.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            events: self.counters.snapshot(),
         }
     }
 
@@ -659,6 +688,11 @@ async fn watch(node: Arc<Node>) {
                     to = ?m.current_leader,
                     "cluster leader changed"
                 );
+                if m.current_leader.is_some() {
+                    node.counters
+                        .leader_changes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 leader = m.current_leader;
             }
             let now: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();

@@ -1,0 +1,192 @@
+//! What the cluster does about failures, on a timer (ARCHITECTURE.md, "Sessions and
+//! failover"):
+//!
+//! - every node watches whether it can commit (a leader it hears from, or, leading, a
+//!   quorum that answers) and logs and counts losing and regaining it;
+//! - the leader declares a node dead once it has not answered for
+//!   `RAFTMQ_NODE_DOWN_MS` (default 3000), and back once it answers again;
+//! - the leader publishes the wills that are due (of the clients of dead nodes) and
+//!   ends the sessions whose expiry has run out, whichever node they were on.
+//!
+//! All of it goes through Raft, so a new leader carries on where the old one stopped,
+//! and a will is published once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker_core::replicated::{now_ms, Event, Outcome};
+use broker_core::ClusterApi;
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+use crate::node::Node;
+
+/// How often the checks run.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Failure handling, counted since this node started (for metrics and `/cluster`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub leader_changes: AtomicU64,
+    /// Nodes this node, leading, declared dead, and declared back.
+    pub nodes_down: AtomicU64,
+    pub nodes_up: AtomicU64,
+    /// Times this node lost the ability to commit (cut off, or no leader), and got it back.
+    pub quorum_lost: AtomicU64,
+    pub quorum_regained: AtomicU64,
+    /// Wills of dead nodes' clients this node published, and sessions it expired.
+    pub wills_published: AtomicU64,
+    pub sessions_expired: AtomicU64,
+}
+
+/// A snapshot of [`Counters`], as `/cluster` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Events {
+    pub leader_changes: u64,
+    pub nodes_down: u64,
+    pub nodes_up: u64,
+    pub quorum_lost: u64,
+    pub quorum_regained: u64,
+    pub wills_published: u64,
+    pub sessions_expired: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Events {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Events {
+            leader_changes: get(&self.leader_changes),
+            nodes_down: get(&self.nodes_down),
+            nodes_up: get(&self.nodes_up),
+            quorum_lost: get(&self.quorum_lost),
+            quorum_regained: get(&self.quorum_regained),
+            wills_published: get(&self.wills_published),
+            sessions_expired: get(&self.sessions_expired),
+        }
+    }
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Silence after which the leader declares a node dead.
+fn node_down_after() -> Duration {
+    let ms = std::env::var("RAFTMQ_NODE_DOWN_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&ms| ms >= 500)
+        .unwrap_or(3000);
+    Duration::from_millis(ms)
+}
+
+/// Runs the checks until the node shuts down.
+pub async fn run(node: Arc<Node>) {
+    let down_after = node_down_after();
+    let mut quorum = false;
+    // When we last became leader: silence is counted from then at the earliest.
+    let mut leading_since: Option<Instant> = None;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let m = node.metrics();
+        if m.state == ServerState::Shutdown {
+            return;
+        }
+        let leader = m.state == ServerState::Leader;
+        let now_quorum = match m.state {
+            ServerState::Leader => m.millis_since_quorum_ack.is_some_and(|ms| ms < 2 * 1000),
+            ServerState::Follower | ServerState::Learner => m.current_leader.is_some(),
+            _ => false,
+        };
+        if now_quorum != quorum {
+            if now_quorum {
+                inc(&node.counters.quorum_regained);
+                tracing::info!(
+                    leader = ?m.current_leader,
+                    "cluster quorum regained: commits, connects and QoS 1/2 acks resume"
+                );
+            } else {
+                inc(&node.counters.quorum_lost);
+                tracing::warn!(
+                    state = ?m.state,
+                    "cluster quorum lost (no leader reachable, or leading without a \
+                     majority): new connects are refused and QoS 1/2 acks withheld; QoS 0 \
+                     still reaches local subscribers"
+                );
+            }
+            quorum = now_quorum;
+        }
+        let dead = node.sm.read(|app| app.state.down.clone()).await;
+        *node.down.lock().unwrap_or_else(|e| e.into_inner()) = dead.iter().copied().collect();
+        if !leader {
+            leading_since = None;
+            continue;
+        }
+        let since = *leading_since.get_or_insert_with(Instant::now);
+        let now = now_ms();
+        let due = node.sm.read(|app| app.state.due(now)).await;
+        let mut events = Vec::new();
+        let members: Vec<u64> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        for id in members {
+            let last = match id == node.id {
+                true => Some(Instant::now()),
+                false => node.contacts.last(id),
+            };
+            let heard = last.map_or(since, |t| t.max(since));
+            let silent = heard.elapsed();
+            let down = dead.contains(&id);
+            if !down && silent >= down_after {
+                tracing::warn!(
+                    node = id,
+                    silent_ms = silent.as_millis() as u64,
+                    "node unreachable: declaring it dead (its clients' sessions go offline, \
+                     their wills are published)"
+                );
+                events.push(Event::NodeDown {
+                    node: id,
+                    at_ms: now_ms(),
+                });
+            } else if down && silent < down_after / 2 {
+                tracing::info!(node = id, "node reachable again: declaring it back");
+                events.push(Event::NodeUp { node: id });
+            }
+        }
+        events.extend(due);
+        commit_all(&node, events).await;
+    }
+}
+
+/// Commits the leader's events one by one (each is small; there are few) and acts on
+/// what they did.
+async fn commit_all(node: &Arc<Node>, events: Vec<Event>) {
+    for event in events {
+        let outcome = node.commit(event.clone()).await;
+        let c = &node.counters;
+        match (&event, outcome) {
+            (Event::NodeDown { .. }, Ok(Outcome::Done)) => inc(&c.nodes_down),
+            (Event::NodeUp { .. }, Ok(Outcome::Done)) => inc(&c.nodes_up),
+            (Event::Expire { .. }, Ok(Outcome::Done)) => inc(&c.sessions_expired),
+            (Event::FireWill { .. }, Ok(Outcome::Will { message, username })) => {
+                inc(&c.wills_published);
+                if let Some(engine) = node.engine() {
+                    engine.publish_will(*message, username);
+                }
+            }
+            (_, Err(e)) => {
+                tracing::debug!("failure handling not committed (retried next tick): {e}");
+                return;
+            }
+            _ => {}
+        }
+    }
+}
