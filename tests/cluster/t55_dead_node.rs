@@ -1,0 +1,208 @@
+//! What the cluster does for the clients of a node that dies (SIGKILL): their wills
+//! are published once, by the cluster, and QoS 2 stays exactly once in both directions
+//! when the client carries on at another node.
+
+use std::time::Duration;
+
+use crate::support::client::v5;
+use crate::support::cluster::{recv_data, try_recv_data, wait_route, Cluster, CLUSTER_TIMEOUT};
+use crate::support::codec::{self, prop, Connect, Packet, PropVal, Props, Publish, Version, Will};
+use crate::support::raw::Raw;
+
+/// How long we watch for a second copy of something that must come once.
+const NO_SECOND: Duration = Duration::from_secs(2);
+
+fn persistent(id: &str) -> Connect {
+    let mut c = Connect::new(Version::V5, id);
+    c.clean = false;
+    c.props = Props::new().with(prop::SESSION_EXPIRY, PropVal::U32(3600));
+    c
+}
+
+/// One of the followers.
+async fn a_follower(c: &Cluster) -> u64 {
+    let leader = c.wait_leader().await;
+    (1..=3).find(|&i| i != leader).expect("a follower")
+}
+
+/// A client with a will (no delay) and one with a 2 s will delay are connected to a
+/// node that is killed: once the leader declares the node dead, each will reaches a
+/// subscriber on another node exactly once, the delayed one not before its delay. The
+/// node is declared back after a restart, and no will comes a second time.
+#[tokio::test]
+async fn wills_of_a_dead_nodes_clients_are_published_once() {
+    let mut c = Cluster::start(3).await;
+    let victim = a_follower(&c).await;
+    let other = (1..=3).find(|&i| i != victim).expect("a survivor");
+
+    let mut watcher = v5("watcher").connect(c.node(other).mqtt).await;
+    watcher.subscribe("wl/#", 1).await;
+    let will = |topic: &str, payload: &[u8], props| Will {
+        topic: topic.into(),
+        payload: payload.to_vec(),
+        qos: 1,
+        retain: false,
+        props,
+    };
+    let mut mortal = Connect::new(Version::V5, "mortal");
+    mortal.will = Some(will("wl/mortal", b"gone", Props::new()));
+    let mut delayed = persistent("delayed");
+    let delay = Props::new().with(prop::WILL_DELAY, PropVal::U32(2));
+    delayed.will = Some(will("wl/delayed", b"later", delay));
+    let (_m, _) = Raw::connect(c.node(victim).mqtt, &mortal).await;
+    let (_d, _) = Raw::connect(c.node(victim).mqtt, &delayed).await;
+    c.wait_applied().await;
+
+    c.kill(victim);
+    let killed = tokio::time::Instant::now();
+    let first = tokio::time::timeout(CLUSTER_TIMEOUT, recv_data(&mut watcher))
+        .await
+        .expect("the will of the dead node's client, within the bound");
+    assert_eq!(
+        (first.topic.as_str(), first.payload.as_slice()),
+        ("wl/mortal", &b"gone"[..])
+    );
+    let second = tokio::time::timeout(CLUSTER_TIMEOUT, recv_data(&mut watcher))
+        .await
+        .expect("the delayed will");
+    assert_eq!(second.topic, "wl/delayed");
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "the will delay was kept: {:?}",
+        killed.elapsed()
+    );
+    let leader = c.wait_leader().await;
+    let status = c.status(leader).await;
+    assert_eq!(status["down"], serde_json::json!([victim]), "{status}");
+    assert!(
+        status["events"]["nodes_down"].as_u64() >= Some(1),
+        "{status}"
+    );
+
+    c.restart(victim).await;
+    c.wait_until(
+        "the restarted node is declared back",
+        CLUSTER_TIMEOUT,
+        |c| async move {
+            let leader = c.wait_leader().await;
+            c.status(leader).await["down"] == serde_json::json!([])
+        },
+    )
+    .await;
+    assert!(
+        try_recv_data(&mut watcher, NO_SECOND).await.is_none(),
+        "a will is published once"
+    );
+}
+
+/// A persistent 5.0 publisher sends a QoS 2 message to a node (PUBREC received) that
+/// dies before its PUBREL. At another node it resends the PUBLISH (DUP, same packet
+/// id), as MQTT requires: the message is not delivered twice, and PUBREL completes.
+#[tokio::test]
+async fn inbound_qos2_is_exactly_once_across_failover() {
+    let mut c = Cluster::start(3).await;
+    let victim = a_follower(&c).await;
+    let other = (1..=3).find(|&i| i != victim).expect("a survivor");
+
+    let mut sub = v5("q2-sub").persistent().connect(c.node(other).mqtt).await;
+    sub.subscribe("q2/in", 2).await;
+    let (mut publisher, _) = Raw::connect(c.node(victim).mqtt, &persistent("q2-pub")).await;
+    let mut probe = v5("q2-probe").connect(c.node(victim).mqtt).await;
+    wait_route(&mut probe, &mut sub, "q2/in").await;
+
+    let mut first = Publish::new("q2/in", 2, b"once");
+    first.pkid = 7;
+    publisher.send(&first.encode(Version::V5)).await;
+    let rec = publisher
+        .recv_where("PUBREC", |p| match p {
+            Packet::Pubrec(a) => Some(a.reason),
+            _ => None,
+        })
+        .await;
+    assert!(rec < 0x80, "PUBREC reason {rec:#x}");
+    c.kill(victim);
+
+    let (mut publisher, ack) = Raw::connect(c.node(other).mqtt, &persistent("q2-pub")).await;
+    assert!(
+        matches!(
+            ack,
+            Packet::Connack {
+                session_present: true,
+                ..
+            }
+        ),
+        "{ack:?}"
+    );
+    let mut again = first.clone();
+    again.dup = true;
+    publisher.send(&again.encode(Version::V5)).await;
+    let rec = publisher
+        .recv_where("PUBREC", |p| match p {
+            Packet::Pubrec(a) if a.pkid == 7 => Some(a.reason),
+            _ => None,
+        })
+        .await;
+    assert!(rec < 0x80, "PUBREC for the resent PUBLISH: {rec:#x}");
+    publisher.send(&codec::pubrel(Version::V5, 7)).await;
+    let comp = publisher
+        .recv_where("PUBCOMP", |p| match p {
+            Packet::Pubcomp(a) if a.pkid == 7 => Some(a.reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(comp, 0, "the packet id was known to the new node");
+
+    assert_eq!(recv_data(&mut sub).await.payload, b"once");
+    assert!(
+        try_recv_data(&mut sub, NO_SECOND).await.is_none(),
+        "the resent QoS 2 message is not delivered again"
+    );
+}
+
+/// A persistent subscriber receives a QoS 2 message at a node, answers PUBREC, gets
+/// PUBREL, and that node dies before PUBCOMP. Resuming at another node, it gets the
+/// PUBREL again (same packet id), never the message a second time.
+#[tokio::test]
+async fn outbound_qos2_is_exactly_once_across_failover() {
+    let mut c = Cluster::start(3).await;
+    let victim = a_follower(&c).await;
+    let other = (1..=3).find(|&i| i != victim).expect("a survivor");
+
+    let (mut sub, _) = Raw::connect(c.node(victim).mqtt, &persistent("q2-out")).await;
+    assert_eq!(sub.subscribe("q2/out", 2).await, [2]);
+    c.wait_applied().await;
+    let mut publisher = v5("q2-src").connect(c.node(other).mqtt).await;
+    assert!(publisher.publish("q2/out", 2, false, b"one").await < 0x80);
+
+    let msg = sub.recv_publish().await;
+    assert_eq!((msg.payload.as_slice(), msg.qos), (&b"one"[..], 2));
+    sub.send(&codec::pubrec(Version::V5, msg.pkid)).await;
+    sub.recv_where("PUBREL", |p| match p {
+        Packet::Pubrel(a) if a.pkid == msg.pkid => Some(()),
+        _ => None,
+    })
+    .await;
+    c.kill(victim);
+
+    let (mut sub, ack) = Raw::connect(c.node(other).mqtt, &persistent("q2-out")).await;
+    assert!(
+        matches!(
+            ack,
+            Packet::Connack {
+                session_present: true,
+                ..
+            }
+        ),
+        "{ack:?}"
+    );
+    let rel = sub
+        .recv_where("PUBREL or PUBLISH", |p| match p {
+            Packet::Pubrel(a) => Some(Ok(a.pkid)),
+            Packet::Publish(p) => Some(Err(p.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(rel, Ok(msg.pkid), "PUBREL again, not the message");
+    sub.send(&codec::pubcomp(Version::V5, msg.pkid)).await;
+    sub.expect_no_publish(NO_SECOND).await;
+}
