@@ -158,7 +158,10 @@ impl Shared {
             commits.push(self.cluster.commit(Event::Retain { topic, message }));
         }
         let routed = self.route(msg);
-        if !routed.durable.is_empty() || from.is_some() {
+        // Cut off from the majority, a QoS 1/2 ack waits for quorum (or fails), even
+        // for a message that only clean sessions take.
+        let cut_off = msg.qos != QoS::AtMostOnce && !self.cluster.can_commit();
+        if !routed.durable.is_empty() || from.is_some() || cut_off {
             let event = Event::Publish {
                 message: StoredMessage::from_message(msg),
                 targets: routed.durable.clone(),

@@ -35,6 +35,11 @@ pub trait ClusterApi: Send + Sync + 'static {
     /// future resolves once the event is committed and applied on this node.
     fn commit(&self, event: Event) -> ClusterFuture<Outcome>;
 
+    /// Whether this node can commit, as far as it knows (it hears from a leader, or
+    /// leads a majority). Cut off from the majority, it acknowledges no QoS 1/2
+    /// message without a commit, even one that needs none otherwise.
+    fn can_commit(&self) -> bool;
+
     /// Sends one copy of `message` to `node`, for the listed sessions there (the direct
     /// path: no consensus, lost if the node is unreachable).
     fn forward(&self, node: NodeId, message: Arc<Message>, targets: Vec<Target>);

@@ -121,6 +121,7 @@ pub async fn run(node: Arc<Node>) {
             }
             quorum = now_quorum;
         }
+        node.quorum.store(quorum, Ordering::Relaxed);
         let dead = node.sm.read(|app| app.state.down.clone()).await;
         *node.down.lock().unwrap_or_else(|e| e.into_inner()) = dead.iter().copied().collect();
         if !leader {

@@ -60,6 +60,8 @@ pub struct Node {
     pub(crate) sm: StateMachineStore,
     pub(crate) contacts: Arc<Contacts>,
     pub(crate) counters: Counters,
+    /// Whether we can commit, as the failover watch last saw it.
+    pub(crate) quorum: std::sync::atomic::AtomicBool,
     /// Nodes declared dead, as last read from the state (for `status`).
     pub(crate) down: Mutex<Vec<NodeId>>,
     proposals: mpsc::UnboundedSender<Proposal>,
@@ -167,6 +169,9 @@ impl Node {
             contacts,
             counters: Counters::default(),
             down: Mutex::new(Vec::new()),
+            // Until the watch has looked: a node starts as if it could, so that its
+            // first publishes are not held for nothing.
+            quorum: std::sync::atomic::AtomicBool::new(true),
             proposals: tx,
             forwards: Mutex::new(HashMap::new()),
             membership: tokio::sync::Mutex::new(()),
@@ -461,6 +466,10 @@ impl ClusterApi for Node {
             rx.await
                 .unwrap_or_else(|_| Err(ClusterError::Unavailable("node stopping".into())))
         })
+    }
+
+    fn can_commit(&self) -> bool {
+        self.quorum.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn forward(&self, node: NodeId, message: Arc<Message>, targets: Vec<Target>) {
