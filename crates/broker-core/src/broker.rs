@@ -96,6 +96,10 @@ pub(crate) struct Routed {
     pub durable: Vec<DurableTarget>,
 }
 
+/// How long after a timed-out claim it is surely committed or dropped (a few commit
+/// timeouts, the cluster layer's retry included).
+const LATE_CLAIM: Duration = Duration::from_secs(30);
+
 /// Sessions owned by other nodes, by node: one forwarded copy per node.
 type Remote = Vec<(NodeId, Vec<DurableTarget>)>;
 
@@ -395,6 +399,32 @@ impl Shared {
             expiry_secs: expiry,
             at_ms: now_ms(),
         }));
+    }
+
+    /// A claim that timed out (its client was refused) may still be committed later,
+    /// leaving the session registered as connected here with nobody attached: it would
+    /// then never expire, and its will never fire. Once such a claim can no longer be
+    /// pending, release it if that is what happened.
+    pub fn release_if_claimed_late(self: &Arc<Self>, client_id: &str, epoch_before: Option<u64>) {
+        let shared = self.clone();
+        let client_id = client_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(LATE_CLAIM).await;
+            let Some(session) = shared.session(&client_id) else {
+                return;
+            };
+            let (epoch, expiry, orphan) = {
+                let st = session.lock();
+                let orphan = st.attached.is_none()
+                    && session.owner() == shared.node
+                    && Some(st.epoch) != epoch_before;
+                (st.epoch, st.expiry_secs, orphan)
+            };
+            if orphan {
+                tracing::info!(%client_id, epoch, "releasing a claim committed after its client gave up");
+                shared.release(&session, epoch, expiry);
+            }
+        });
     }
 
     /// Ends a session: forgets it and its subscriptions, if it is still the registered one.

@@ -336,6 +336,7 @@ impl Connection {
             username: c.username.clone(),
             will,
         };
+        let epoch_before = shared.session(&client_id).map(|s| s.lock().epoch);
         let claimed = match shared.cluster.commit(claim).await {
             Ok(Outcome::Claimed { epoch, present }) => shared
                 .attach(&client_id, epoch, conn_id, protocol, usize::from(window))
@@ -344,6 +345,7 @@ impl Connection {
             Err(e) => {
                 let ack = refuse(reason::SERVER_UNAVAILABLE, &e.to_string());
                 write_and_close(stream, &ack, protocol).await;
+                shared.release_if_claimed_late(&client_id, epoch_before);
                 return None;
             }
         };
