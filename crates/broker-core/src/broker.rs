@@ -169,9 +169,13 @@ impl Shared {
             let event = Event::Publish {
                 message: StoredMessage::from_message(msg),
                 targets: routed.durable.clone(),
-                // The durable queue holds the in-flight window too.
-                cap: (self.config.max_queued_messages + usize::from(self.config.max_inflight))
-                    as u64,
+                // The owner node applies the session's bound (`enqueue`) and commits
+                // the drop; this cap only bounds a queue whose owner is gone. It holds
+                // the in-flight window too, and twice both: acknowledgements still
+                // being committed count in the replicated queue.
+                cap: 2
+                    * (self.config.max_queued_messages + usize::from(self.config.max_inflight))
+                        as u64,
                 from,
             };
             commits.push(self.cluster.commit(event));
@@ -324,23 +328,25 @@ impl Shared {
             Enqueued::Dropped if qos == QoS::AtMostOnce => {
                 Metrics::inc(&self.metrics.dropped_qos0);
             }
-            Enqueued::Dropped => {
-                let n = self
-                    .metrics
-                    .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
-                // One line per power of two: visible, without flooding the log.
-                if (n + 1).is_power_of_two() {
-                    tracing::warn!(
-                        client_id = %session.client_id,
-                        dropped_total = n + 1,
-                        "session queue full: QoS {} message dropped",
-                        qos as u8
-                    );
-                }
-            }
+            Enqueued::Dropped => self.count_queue_full(session, "session queue full"),
         }
         enqueued
+    }
+
+    /// Counts a QoS 1/2 message dropped for `session` because its queue was full.
+    pub fn count_queue_full(&self, session: &Session, why: &str) {
+        let n = self
+            .metrics
+            .dropped_queue_full
+            .fetch_add(1, Ordering::Relaxed);
+        // One line per power of two: visible, without flooding the log.
+        if (n + 1).is_power_of_two() {
+            tracing::warn!(
+                client_id = %session.client_id,
+                dropped_total = n + 1,
+                "{why}: QoS 1/2 message dropped"
+            );
+        }
     }
 
     /// Attaches a new connection to `client_id`'s session, which the applied claim of

@@ -148,12 +148,16 @@ impl Engine for Shared {
             ) => {
                 let mut msg: Option<Arc<Message>> = None;
                 for (t, seq) in targets.iter().zip(seqs) {
-                    let (Some(seq), Some(s)) = (seq, self.session(&t.client_id)) else {
+                    let Some(s) = self.session(&t.client_id) else {
                         continue;
                     };
                     if s.owner() != self.node {
                         continue;
                     }
+                    let Some(seq) = seq else {
+                        self.count_queue_full(&s, "durable queue full");
+                        continue;
+                    };
                     let msg = msg.get_or_insert_with(|| Arc::new(message.to_message()));
                     let mut routed = Routed::default();
                     let d =

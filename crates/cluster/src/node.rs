@@ -123,12 +123,14 @@ fn snapshot_logs() -> u64 {
 fn raft_config() -> Result<openraft::Config, StartError> {
     let every = snapshot_logs();
     // openraft's defaults are LAN-test values; an AppendEntries round trip, follower
-    // fsync included, must fit in a heartbeat interval.
+    // fsync included, must fit in a heartbeat interval. A follower waits for the dead
+    // leader's lease (election_timeout_max) plus an election timeout before it stands:
+    // 1.5 to 2 s from a leader's death to a new one, as etcd's defaults give.
     openraft::Config {
         cluster_name: "raftmq".into(),
-        heartbeat_interval: 200,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
         install_snapshot_timeout: 10_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(every),
         max_in_snapshot_log_to_keep: every.min(1000),
