@@ -24,6 +24,9 @@ pub const DEFAULT_CONNECTIONS: u32 = 9_000;
 ///   latency       1 -> 1 at 5,000 msgs/s, QoS 0, end-to-end latency percentiles
 ///   overload      4 -> 4, QoS 1, open loop; subscribers read at ~1/4 of the publish rate
 ///   connections   9,000 idle clients (needs --broker-pid), held for --duration (2 s)
+///
+/// `loadgen failover ...` (its own flags: `loadgen failover --help`) kills a cluster
+/// node and times how long its persistent subscribers take to resume on the others.
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", verbatim_doc_comment)]
 pub struct Cli {

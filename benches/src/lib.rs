@@ -8,12 +8,15 @@
 //! - `tracker`: which sequence numbers arrived; loss, duplicates, reordering.
 //! - `pubsub`: the publish/subscribe scenarios end to end.
 //! - `connections`: the idle-connections scenario.
+//! - `failover`: `loadgen failover`, the time a cluster takes to serve a killed node's
+//!   persistent subscribers again (its own flags).
 //! - `procfs`: broker RSS, our CPU time and fd limit from /proc.
 //! - `report`: the JSON line and the stderr table.
 
 pub mod cli;
 pub mod client;
 pub mod connections;
+pub mod failover;
 pub mod flow;
 pub mod payload;
 pub mod procfs;
@@ -53,7 +56,7 @@ async fn run_scenario(params: &Params, cli: &Cli, report: &mut Report) -> anyhow
     result
 }
 
-async fn resolve(brokers: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+pub(crate) async fn resolve(brokers: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
     let mut addrs = Vec::with_capacity(brokers.len());
     for broker in brokers {
         let mut found = tokio::net::lookup_host(broker.as_str())

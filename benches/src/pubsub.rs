@@ -305,7 +305,7 @@ fn notes(pubs: &[publisher::Outcome], subs: &[subscriber::Outcome], report: &mut
 }
 
 /// Tags topics and client ids so that runs never see each other's messages or sessions.
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

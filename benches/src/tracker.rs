@@ -27,6 +27,16 @@ impl SeqSet {
         self.count
     }
 
+    pub fn contains(&self, seq: u32) -> bool {
+        let (w, bit) = (seq as usize / 64, 1u64 << (seq % 64));
+        self.words.get(w).is_some_and(|word| word & bit != 0)
+    }
+
+    /// A bound above every member: `seq < end()` for all of them.
+    pub fn end(&self) -> u32 {
+        (self.words.len() * 64).min(u32::MAX as usize) as u32
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
