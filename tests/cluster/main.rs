@@ -5,7 +5,8 @@
 //!
 //! Files are numbered by kind (STYLE.md 15): t10 forming a cluster, t20 routing across
 //! nodes, t30 sessions across nodes, t40 membership, t50 failures and restarts, t60
-//! bad flags. Raft timing (heartbeat ~200 ms, election 1–2 s) gets generous bounds
+//! bad flags, t70 failover under load, partitions included (tests/support/checker.rs).
+//! Raft timing (heartbeat 100 ms, election 0.5–1 s) gets generous bounds
 //! ([`support::cluster::CLUSTER_TIMEOUT`]); nothing sleeps without a condition.
 
 #[path = "../support/mod.rs"]
@@ -18,4 +19,7 @@ mod t30_takeover;
 mod t40_membership;
 mod t50_restart;
 mod t50_single_node;
+mod t55_dead_node;
 mod t60_flags;
+mod t70_failover;
+mod t70_qos2_handoff;

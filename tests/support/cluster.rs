@@ -8,6 +8,12 @@
 //! a port is retried with new ones. A node keeps its ports and its data dir
 //! (`<tempdir>/node-i`) across [`Cluster::kill`] and [`Cluster::restart`].
 //!
+//! Cluster traffic goes through a fault-injecting proxy per node ([`super::proxy`]):
+//! node `i` listens on its real cluster port ([`Node::listen`]) and advertises its
+//! proxy's port ([`Node::cluster`]), which is also what `--join` names. So
+//! [`Cluster::partition`], [`Cluster::isolate`] and [`Cluster::heal`] can cut and restore
+//! links between nodes, while clients and the HTTP API reach every node directly.
+//!
 //! All nodes' stderr go to `<tempdir>/node-i.log` (appended across restarts). When the
 //! test panics, the tail of every log is printed and the temp dir is kept.
 //! `RAFTMQ_TEST_LOG` (default `debug`) is the nodes' `--log-level`.
@@ -25,6 +31,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::client::{Client, Msg};
+use super::proxy::Faults;
 use super::{run_raftmq, wait_until};
 
 /// Bound on an election, a join, or a restarted node catching up.
@@ -44,7 +51,10 @@ static NEXT_CLUSTER: AtomicU8 = AtomicU8::new(0);
 pub struct Node {
     pub id: u64,
     pub mqtt: SocketAddr,
+    /// The cluster address peers dial: the node's proxy.
     pub cluster: SocketAddr,
+    /// Where the node itself listens for cluster traffic (behind the proxy).
+    pub listen: SocketAddr,
     pub http: SocketAddr,
     pub data_dir: PathBuf,
     log: PathBuf,
@@ -90,6 +100,8 @@ impl Node {
             "--mqtt-addr".into(),
             self.mqtt.to_string(),
             "--cluster-addr".into(),
+            self.listen.to_string(),
+            "--advertise-addr".into(),
             self.cluster.to_string(),
             "--http-addr".into(),
             self.http.to_string(),
@@ -171,6 +183,8 @@ pub struct Cluster {
     /// The `K` of this cluster's IPs 127.0.K.x.
     net: u8,
     nodes: Vec<Node>,
+    /// The nodes' cluster-port proxies.
+    faults: Faults,
 }
 
 impl Cluster {
@@ -201,6 +215,7 @@ impl Cluster {
             dir: Some(tempfile::tempdir().expect("temp dir")),
             net,
             nodes: Vec::new(),
+            faults: Faults::new(net),
         }
     }
 
@@ -243,11 +258,17 @@ impl Cluster {
     /// Records the next node (not started): fresh ports, `--join join`.
     fn push_node(&mut self, join: Vec<SocketAddr>) {
         let id = self.nodes.len() as u64 + 1;
-        let [mqtt, cluster, http] = free_addrs(self.ip(id));
+        let ip = self.ip(id);
+        let [mqtt, listen, http] = free_addrs(ip);
+        // Bound here and kept for the cluster's life: the advertised port never moves.
+        let proxy = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
+        let cluster = proxy.local_addr().expect("local addr");
+        self.faults.add_node(id, proxy, listen);
         let node = Node {
             id,
             mqtt,
             cluster,
+            listen,
             http,
             data_dir: self.dir().join(format!("node-{id}")),
             log: self.dir().join(format!("node-{id}.log")),
@@ -272,9 +293,10 @@ impl Cluster {
     async fn wait_started(&mut self, id: u64) {
         for attempt in 0..3 {
             if attempt > 0 {
-                let ip = self.ip(id);
+                let [mqtt, listen, http] = free_addrs(self.ip(id));
+                self.faults.set_upstream(id, listen);
                 let node = self.node_mut(id);
-                [node.mqtt, node.cluster, node.http] = free_addrs(ip);
+                (node.mqtt, node.listen, node.http) = (mqtt, listen, http);
                 let _ = std::fs::remove_dir_all(&node.data_dir);
                 node.spawn();
             }
@@ -393,20 +415,26 @@ impl Cluster {
     /// Waits until every running node is ready and they all name the same leader, which
     /// itself says it is the leader; returns its id.
     pub async fn wait_leader(&self) -> u64 {
+        self.wait_leader_of(&self.running()).await
+    }
+
+    /// Like [`Cluster::wait_leader`] for some of the nodes only (e.g. the majority side
+    /// of a partition, while the other side cannot know the new leader).
+    pub async fn wait_leader_of(&self, nodes: &[u64]) -> u64 {
         let found = Cell::new(None);
         let found = &found;
-        let what = "all running nodes ready with one leader";
-        self.wait_until(what, CLUSTER_TIMEOUT, |c| async move {
-            found.set(c.agreed_leader().await);
+        let what = format!("nodes {nodes:?} ready with one leader among them");
+        self.wait_until(&what, CLUSTER_TIMEOUT, |c| async move {
+            found.set(c.agreed_leader(nodes).await);
             found.get().is_some()
         })
         .await;
         found.get().expect("checked by the wait")
     }
 
-    async fn agreed_leader(&self) -> Option<u64> {
+    async fn agreed_leader(&self, nodes: &[u64]) -> Option<u64> {
         let mut leader = None;
-        for id in self.running() {
+        for &id in nodes {
             self.assert_running(id);
             if !self.is_ready(id).await {
                 return None;
@@ -417,9 +445,26 @@ impl Cluster {
             }
             leader = Some(l);
         }
-        let l = leader?;
+        let l = leader.filter(|l| nodes.contains(l))?;
         let status = self.try_status(l).await.ok()?;
         (status["role"] == "leader").then_some(l)
+    }
+
+    /// Cuts the cluster links between nodes of different groups (both ways); links
+    /// within a group, and of nodes in no group, stay up. Replaces any earlier cut.
+    pub fn partition(&self, groups: &[&[u64]]) {
+        self.faults.partition(groups);
+    }
+
+    /// Cuts every cluster link of node `id`.
+    pub fn isolate(&self, id: u64) {
+        let others: Vec<u64> = self.ids().into_iter().filter(|&i| i != id).collect();
+        self.faults.partition(&[&[id], &others]);
+    }
+
+    /// Restores every cluster link.
+    pub fn heal(&self) {
+        self.faults.heal();
     }
 
     /// Waits until each of `nodes` lists exactly `voters` as members, all voters.

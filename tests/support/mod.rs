@@ -3,7 +3,10 @@
 //!
 //! - [`Broker`]: one broker process on 127.0.0.1 and a free port, SIGKILLed on drop.
 //!   Its stderr goes to a file in a temp dir and is printed when the test panics.
-//! - [`cluster`]: several nodes forming a Raft cluster, each on its own loopback IP.
+//! - [`cluster`]: several nodes forming a Raft cluster, each on its own loopback IP,
+//!   their cluster links through [`proxy`], which can cut them (partitions).
+//! - [`checker`]: load and verdict for failover scenarios, with [`roaming`] clients
+//!   that follow their session to another node.
 //! - [`client`]: rumqttc 3.1.1 / 5.0 clients behind one API.
 //! - [`raw`] and [`codec`]: a byte-level client for wire-exact tests.
 //! - [`wait_until`]: the only way to wait for a condition (no bare sleeps).
@@ -17,10 +20,13 @@
 
 #![allow(dead_code)]
 
+pub mod checker;
 pub mod client;
 pub mod cluster;
 pub mod codec;
+pub mod proxy;
 pub mod raw;
+pub mod roaming;
 
 use std::future::Future;
 use std::io::Write;

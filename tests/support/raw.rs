@@ -57,6 +57,34 @@ impl Raw {
         (raw, first)
     }
 
+    /// Sends `connect` and returns the connection with the broker's first packet, or
+    /// why there is none within `wait` (nothing listening, closed, no answer). For
+    /// clients that expect a node to be down and try another one.
+    pub async fn try_connect(
+        addr: SocketAddr,
+        connect: &Connect,
+        wait: Duration,
+    ) -> Result<(Raw, Packet), String> {
+        let stream = match timeout(wait, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(format!("{addr}: {e}")),
+            Err(_) => return Err(format!("{addr}: TCP connect timed out")),
+        };
+        stream.set_nodelay(true).ok();
+        let mut raw = Raw {
+            stream,
+            buf: BytesMut::new(),
+            pending: VecDeque::new(),
+            version: connect.version,
+            next_pkid: 0,
+        };
+        raw.send(&connect.encode()).await;
+        match raw.try_recv(wait).await {
+            Recv::Packet(p) => Ok((raw, p)),
+            other => Err(format!("{addr}: {other:?} instead of CONNACK")),
+        }
+    }
+
     /// Connects and asserts that the CONNACK accepts; returns it as well.
     pub async fn connect(addr: SocketAddr, connect: &Connect) -> (Raw, Packet) {
         let (raw, first) = Raw::connect_with(addr, connect).await;

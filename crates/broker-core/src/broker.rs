@@ -21,7 +21,7 @@ use crate::cluster_api::{ClusterApi, ClusterFuture, NodeId};
 use crate::config::{Config, QueuePolicy};
 use crate::metrics::Metrics;
 use crate::packet::{MessageProperties, Protocol, QoS, Will};
-use crate::replicated::{now_ms, Event, StoredMessage, Target as DurableTarget};
+use crate::replicated::{now_ms, Event, Origin, StoredMessage, Target as DurableTarget};
 use crate::retained::RetainedStore;
 use crate::session::{Attachment, Delivery, Enqueued, Session, SubOptions};
 use crate::subscriptions::{Match, SubscriptionTree};
@@ -153,7 +153,7 @@ impl Shared {
     pub fn publish(
         &self,
         msg: &Arc<Message>,
-        from: Option<(String, u16)>,
+        from: Option<Origin>,
     ) -> (Routed, Option<ClusterFuture<()>>) {
         let mut commits = Vec::new();
         if msg.retain {

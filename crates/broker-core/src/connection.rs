@@ -23,7 +23,7 @@ use crate::packet::{
     reason, Ack, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
-use crate::replicated::{Event, Outcome, StoredMessage, StoredSub, StoredWill};
+use crate::replicated::{Event, Origin, Outcome, StoredMessage, StoredSub, StoredWill};
 use crate::session::{Delivery, Inflight, Session, Stage, SubOptions};
 use crate::topic;
 
@@ -723,8 +723,12 @@ impl Connection {
         }
         // A persistent session's QoS 2 packet id is held by the cluster until PUBREL,
         // so that a resend to another node after a failover is known as one.
-        let from = (p.qos == QoS::ExactlyOnce && self.session.lock().expiry_secs != 0)
-            .then(|| (self.client_id.to_string(), p.pkid));
+        let from =
+            (p.qos == QoS::ExactlyOnce && self.session.lock().expiry_secs != 0).then(|| Origin {
+                client_id: self.client_id.to_string(),
+                epoch: self.epoch,
+                pkid: p.pkid,
+            });
         let msg = Arc::new(Message::new(
             p.topic,
             // Decoded payloads are slices of the read buffer: one copy per message (never

@@ -30,15 +30,25 @@ impl Engine for Shared {
                 .collect()
         };
         for s in stale {
-            kick(&s);
+            // Ended cluster-wide while we were not following (cut off): its client's
+            // will, if any, is not ours to publish any more.
+            kick_without_will(&s);
             self.remove_session(&s);
         }
         for (client_id, rec) in &state.sessions {
             let session = self.session(client_id);
             let session = match session {
-                Some(s) if s.owner() == self.node && rec.owner == self.node => {
-                    // Ours and live: our own view is the newer one.
-                    continue;
+                Some(s) if s.owner() == self.node => {
+                    // Ours, perhaps with a client attached: a snapshot replaced events
+                    // we never applied one by one (we were cut off and fell behind), so
+                    // our view of the session may be stale (declared dead, messages
+                    // queued meanwhile). Close the connection: its client comes back
+                    // and claims the session as the cluster has it. Its will is not
+                    // ours to publish: the cluster did, or the client is alive.
+                    if kick_without_will(&s) && rec.owner == self.node && rec.connected {
+                        self.release(&s, rec.epoch, rec.expiry_secs);
+                    }
+                    s
                 }
                 Some(s) => s,
                 None => {
@@ -264,10 +274,7 @@ impl Shared {
                 continue;
             }
             if node == self.node {
-                let mut st = s.lock();
-                st.will_taken = st.attached.as_ref().map(|a| a.conn_id);
-                drop(st);
-                kick(&s);
+                kick_without_will(&s);
             } else {
                 s.set_online(false);
             }
@@ -292,11 +299,22 @@ impl Shared {
     }
 }
 
+/// Closes the connection attached to `session` here, if any, as [`kick`] does, and
+/// marks it as one whose will the cluster has taken care of. Whether there was one.
+fn kick_without_will(session: &Session) -> bool {
+    let mut st = session.lock();
+    st.will_taken = st.attached.as_ref().map(|a| a.conn_id);
+    drop(st);
+    kick(session)
+}
+
 /// Closes the connection attached to `session` here, if any: it wakes, finds itself
-/// detached and leaves (v5: reason 0x8E, session taken over).
-fn kick(session: &Session) {
+/// detached and leaves (v5: reason 0x8E, session taken over). Whether there was one.
+fn kick(session: &Session) -> bool {
     if session.lock().attached.take().is_some() {
         session.set_online(false);
         session.wake.notify_waiters();
+        return true;
     }
+    false
 }

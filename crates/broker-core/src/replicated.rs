@@ -140,6 +140,14 @@ pub fn pkid_for(seq: u64) -> u16 {
     ((seq.saturating_sub(1)) % u64::from(u16::MAX)) as u16 + 1
 }
 
+/// The connection that sent a QoS 2 message, and its packet id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub client_id: String,
+    pub epoch: u64,
+    pub pkid: u16,
+}
+
 /// A connection's will, replicated so that the cluster can publish it if the node
 /// serving the connection dies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,9 +241,9 @@ pub enum Event {
         message: StoredMessage,
         targets: Vec<Target>,
         cap: u64,
-        /// A QoS 2 message from a persistent session: its client id and packet id,
-        /// held until PUBREL.
-        from: Option<(String, u16)>,
+        /// A QoS 2 message from a persistent session: who sent it, with which packet
+        /// id, held until PUBREL.
+        from: Option<Origin>,
     },
     /// A session's client acknowledged these queued messages (PUBACK, PUBCOMP).
     Ack { client_id: String, seqs: Vec<u64> },
@@ -384,9 +392,15 @@ impl State {
                 cap,
                 from,
             } => {
-                if let Some((client_id, pkid)) = from {
-                    if let Some(rec) = self.sessions.get_mut(client_id) {
-                        rec.inbound_qos2.insert(*pkid);
+                // Exactly once: a message from a connection that is no longer the
+                // session's (its client went on elsewhere, where it resends), or whose
+                // packet id is already held (a resend committed twice), is not queued.
+                if let Some(o) = from {
+                    let fresh = self
+                        .current(&o.client_id, o.epoch)
+                        .is_some_and(|rec| rec.inbound_qos2.insert(o.pkid));
+                    if !fresh {
+                        return Outcome::Stale;
                     }
                 }
                 let seqs = targets
@@ -682,10 +696,19 @@ mod tests {
                 sub_ids: vec![],
             }],
             cap: 10,
-            from: Some(("pub".into(), 7)),
+            from: Some(Origin {
+                client_id: "pub".into(),
+                epoch: 1,
+                pkid: 7,
+            }),
         };
         assert_eq!(s.apply(&publish), Outcome::Queued(vec![Some(1)]));
         assert!(s.sessions["pub"].inbound_qos2.contains(&7));
+        assert_eq!(
+            s.apply(&publish),
+            Outcome::Stale,
+            "committed twice, queued once"
+        );
         s.apply(&Event::PubRel {
             client_id: "pub".into(),
             pkid: 7,

@@ -51,7 +51,13 @@ pub enum StartError {
     Raft(String),
 }
 
-type Proposal = (Event, oneshot::Sender<Result<Outcome, ClusterError>>);
+/// An event to commit, when it was proposed (its deadline runs from then, not from
+/// when its batch starts), and where its outcome goes.
+type Proposal = (
+    Event,
+    Instant,
+    oneshot::Sender<Result<Outcome, ClusterError>>,
+);
 
 pub struct Node {
     pub id: NodeId,
@@ -460,7 +466,7 @@ impl ClusterApi for Node {
 
     fn commit(&self, event: Event) -> ClusterFuture<Outcome> {
         let (tx, rx) = oneshot::channel();
-        let sent = self.proposals.send((event, tx)).is_ok();
+        let sent = self.proposals.send((event, Instant::now(), tx)).is_ok();
         Box::pin(async move {
             if !sent {
                 return Err(ClusterError::Unavailable("node stopping".into()));
@@ -524,6 +530,9 @@ async fn call_leader(mut addr: String, req: &Request) -> Result<Response, String
 /// append and one fsync for the whole batch) and answers each event with its outcome.
 async fn propose(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
     let mut leader: Option<(String, Peer)> = None;
+    // This run's batches are numbered from 1; a restarted node starts a later run.
+    let boot = broker_core::replicated::now_ms();
+    let mut seq = 0;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -532,8 +541,28 @@ async fn propose(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
                 Err(_) => break,
             }
         }
-        let (events, replies): (Vec<Event>, Vec<_>) = batch.into_iter().unzip();
-        let result = write(&node, events, &mut leader).await;
+        // What waited out its whole deadline behind a batch that failed is refused now.
+        let (expired, batch): (Vec<Proposal>, Vec<Proposal>) = batch
+            .into_iter()
+            .partition(|p| p.1.elapsed() >= COMMIT_TIMEOUT);
+        for (_, _, reply) in expired {
+            let _ = reply.send(Err(ClusterError::Unavailable(
+                "no quorum within the commit timeout".into(),
+            )));
+        }
+        let Some(oldest) = batch.iter().map(|p| p.1).min() else {
+            continue;
+        };
+        let (events, replies): (Vec<Event>, Vec<_>) =
+            batch.into_iter().map(|(e, _, r)| (e, r)).unzip();
+        seq += 1;
+        let cmd = Cmd {
+            node: node.id,
+            boot,
+            seq,
+            events,
+        };
+        let result = write(&node, cmd, oldest + COMMIT_TIMEOUT, &mut leader).await;
         match result {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -552,8 +581,12 @@ async fn propose(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
 
 /// Commits `cmd` (here if we lead, else at the leader) and waits until it is applied
 /// here too, so that the engine of this node reflects it when the proposer answers.
-async fn write(node: &Node, cmd: Cmd, leader: &mut Option<(String, Peer)>) -> Result<Resp, String> {
-    let deadline = Instant::now() + COMMIT_TIMEOUT;
+async fn write(
+    node: &Node,
+    cmd: Cmd,
+    deadline: Instant,
+    leader: &mut Option<(String, Peer)>,
+) -> Result<Resp, String> {
     let (index, resp) = loop {
         let attempt = async {
             if node.is_leader() {

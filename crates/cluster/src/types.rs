@@ -1,5 +1,6 @@
 //! The Raft type configuration and the replicated application state.
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -8,7 +9,16 @@ use broker_core::Engine;
 use serde::{Deserialize, Serialize};
 
 /// One Raft log entry's command: the events one proposer batch gathered (group commit).
-pub type Cmd = Vec<Event>;
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cmd {
+    /// Which proposer run sent it, and its place in that run: a batch that a proposer
+    /// resends (its leader died after committing it, before answering) is applied
+    /// once.
+    pub node: u64,
+    pub boot: u64,
+    pub seq: u64,
+    pub events: Vec<Event>,
+}
 /// One outcome per event of the batch.
 pub type Resp = Vec<Outcome>;
 
@@ -46,13 +56,26 @@ pub type StateMachineStore = persistence::StateMachineStore<TypeConfig, App>;
 #[derive(Default, Serialize, Deserialize)]
 pub struct App {
     pub state: State,
+    /// Per proposing node: the last batch applied (boot, seq) and its outcomes, which
+    /// a resent copy of it gets instead of a second application.
+    pub last_batch: BTreeMap<u64, (u64, u64, Resp)>,
     #[serde(skip)]
     pub engine: Option<Arc<dyn Engine>>,
 }
 
 impl persistence::Apply<TypeConfig> for App {
     fn apply(&mut self, cmd: &Cmd) -> Resp {
-        cmd.iter()
+        if let Some((boot, seq, resp)) = self.last_batch.get(&cmd.node) {
+            if (cmd.boot, cmd.seq) == (*boot, *seq) {
+                return resp.clone();
+            }
+            if (cmd.boot, cmd.seq) < (*boot, *seq) {
+                return vec![Outcome::Stale; cmd.events.len()];
+            }
+        }
+        let resp: Resp = cmd
+            .events
+            .iter()
             .map(|event| {
                 let outcome = self.state.apply(event);
                 if let Some(engine) = &self.engine {
@@ -60,7 +83,10 @@ impl persistence::Apply<TypeConfig> for App {
                 }
                 outcome
             })
-            .collect()
+            .collect();
+        self.last_batch
+            .insert(cmd.node, (cmd.boot, cmd.seq, resp.clone()));
+        resp
     }
 
     fn installed(&mut self, previous: &mut Self) {
