@@ -17,11 +17,11 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::acl::Acl;
-use crate::cluster_api::{ClusterApi, ClusterFuture, NodeId};
+use crate::cluster_api::{ClusterApi, ClusterError, ClusterFuture, NodeId};
 use crate::config::{Config, QueuePolicy};
 use crate::metrics::Metrics;
 use crate::packet::{MessageProperties, Protocol, QoS, Will};
-use crate::replicated::{now_ms, Event, Origin, StoredMessage, Target as DurableTarget};
+use crate::replicated::{now_ms, Event, Origin, Outcome, StoredMessage, Target as DurableTarget};
 use crate::retained::RetainedStore;
 use crate::session::{Attachment, Delivery, Enqueued, Session, SubOptions};
 use crate::subscriptions::{Match, SubscriptionTree};
@@ -103,6 +103,17 @@ const LATE_CLAIM: Duration = Duration::from_secs(30);
 /// Sessions owned by other nodes, by node: one forwarded copy per node.
 type Remote = Vec<(NodeId, Vec<DurableTarget>)>;
 
+/// The client connection a message comes from (none for a will): its durable
+/// messages carry an [`Origin`], numbered by `proposed`.
+pub(crate) struct Publisher<'a> {
+    pub client_id: &'a str,
+    pub epoch: u64,
+    /// How many messages this connection has proposed.
+    pub proposed: &'a mut u64,
+    /// The packet id of a QoS 2 message from a persistent session, held until PUBREL.
+    pub qos2_pkid: Option<u16>,
+}
+
 /// Everything the connections share.
 pub(crate) struct Shared {
     pub config: Config,
@@ -153,7 +164,7 @@ impl Shared {
     pub fn publish(
         &self,
         msg: &Arc<Message>,
-        from: Option<Origin>,
+        publisher: Option<Publisher<'_>>,
     ) -> (Routed, Option<ClusterFuture<()>>) {
         let mut commits = Vec::new();
         if msg.retain {
@@ -165,7 +176,17 @@ impl Shared {
         // Cut off from the majority, a QoS 1/2 ack waits for quorum (or fails), even
         // for a message that only clean sessions take.
         let cut_off = msg.qos != QoS::AtMostOnce && !self.cluster.can_commit();
-        if !routed.durable.is_empty() || from.is_some() || cut_off {
+        let qos2_held = publisher.as_ref().is_some_and(|p| p.qos2_pkid.is_some());
+        if !routed.durable.is_empty() || qos2_held || cut_off {
+            let from = publisher.map(|p| {
+                *p.proposed += 1;
+                Origin {
+                    client_id: p.client_id.to_string(),
+                    epoch: p.epoch,
+                    seq: *p.proposed,
+                    qos2_pkid: p.qos2_pkid,
+                }
+            });
             let event = Event::Publish {
                 message: StoredMessage::from_message(msg),
                 targets: routed.durable.clone(),
@@ -185,7 +206,11 @@ impl Shared {
         }
         let all: ClusterFuture<()> = Box::pin(async move {
             for c in commits {
-                c.await?;
+                if c.await? == Outcome::Stale {
+                    return Err(ClusterError::Unavailable(
+                        "refused: an earlier message of this connection was not committed".into(),
+                    ));
+                }
             }
             Ok(())
         });

@@ -16,14 +16,14 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::broker::{Message, Shared};
+use crate::broker::{Message, Publisher, Shared};
 use crate::codec::{self, DecodeError};
 use crate::metrics::Metrics;
 use crate::packet::{
     reason, Ack, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
-use crate::replicated::{Event, Origin, Outcome, StoredMessage, StoredSub, StoredWill};
+use crate::replicated::{Event, Outcome, StoredMessage, StoredSub, StoredWill};
 use crate::session::{Delivery, Inflight, Session, Stage, SubOptions};
 use crate::topic;
 
@@ -56,6 +56,14 @@ enum Exit {
     KeepAlive,
     TakenOver,
     Shutdown,
+    /// The cluster could not commit what this client sent: a 5.0 client gets `ack`
+    /// (a failure reason code) before DISCONNECT 0x80, and reconnects, perhaps to a
+    /// node that can; what it sent after that is refused (never a false ack, never
+    /// out of order).
+    Unavailable {
+        ack: Option<Box<Packet>>,
+        why: String,
+    },
     /// We close for a protocol violation, with this v5 reason code.
     Violation {
         code: u8,
@@ -78,6 +86,8 @@ impl Exit {
             Exit::TakenOver => Some(reason::SESSION_TAKEN_OVER),
             Exit::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
             Exit::Violation { code, .. } => Some(*code),
+            // 0x88 (server unavailable) is a CONNACK code only.
+            Exit::Unavailable { .. } => Some(reason::UNSPECIFIED_ERROR),
             Exit::Disconnect { .. } | Exit::Lost(_) => None,
         }
     }
@@ -230,6 +240,8 @@ struct Connection {
     /// Replies waiting for commits, in the order they must be sent (MQTT wants
     /// PUBACKs in PUBLISH order; commits complete in proposal order anyway).
     held: VecDeque<Held>,
+    /// Messages this connection has proposed to the cluster (see `Publisher`).
+    proposed: u64,
 }
 
 impl Connection {
@@ -393,6 +405,7 @@ impl Connection {
             want_drain: true,
             blocked: Vec::new(),
             held: VecDeque::new(),
+            proposed: 0,
         };
         conn.send(&Packet::ConnAck(ack));
         conn.resend_inflight();
@@ -659,20 +672,21 @@ impl Connection {
                         Ok(()) => Ok(Some(ack(code))),
                         Err(e) => {
                             tracing::warn!(%client_id, "publish not committed: {e}");
-                            if qos == QoS::ExactlyOnce {
-                                // The message may yet be committed: free the packet id
-                                // after it, so that the client may use it again.
-                                session.lock().incoming_qos2.remove(&pkid);
+                            session.lock().incoming_qos2.remove(&pkid);
+                            // Never a false acknowledgement: 5.0 gets a failure code,
+                            // which ends the flow, and 3.1.1, which has none, only the
+                            // closed connection (then resends the message, DUP, which
+                            // a late commit of it makes a known duplicate). After a
+                            // 5.0 QoS 2 failure the client may reuse the packet id: the
+                            // cluster frees it, after the message if that commits yet.
+                            let ack = (protocol == Protocol::V5).then(|| Box::new(failed));
+                            if qos == QoS::ExactlyOnce && ack.is_some() {
                                 drop(shared.cluster.commit(Event::PubRel { client_id, pkid }));
                             }
-                            // Never a false acknowledgement: v5 gets a failure code, and
-                            // 3.1.1, which has none, loses the connection.
-                            match protocol {
-                                Protocol::V5 => Ok(Some(failed)),
-                                Protocol::V4 => {
-                                    Err(Exit::violation(reason::SERVER_UNAVAILABLE, e.to_string()))
-                                }
-                            }
+                            Err(Exit::Unavailable {
+                                ack,
+                                why: e.to_string(),
+                            })
                         }
                     }
                 }));
@@ -723,12 +737,8 @@ impl Connection {
         }
         // A persistent session's QoS 2 packet id is held by the cluster until PUBREL,
         // so that a resend to another node after a failover is known as one.
-        let from =
-            (p.qos == QoS::ExactlyOnce && self.session.lock().expiry_secs != 0).then(|| Origin {
-                client_id: self.client_id.to_string(),
-                epoch: self.epoch,
-                pkid: p.pkid,
-            });
+        let qos2_pkid =
+            (p.qos == QoS::ExactlyOnce && self.session.lock().expiry_secs != 0).then_some(p.pkid);
         let msg = Arc::new(Message::new(
             p.topic,
             // Decoded payloads are slices of the read buffer: one copy per message (never
@@ -739,7 +749,13 @@ impl Connection {
             p.properties,
             Some(self.client_id.clone()),
         ));
-        let (routed, committed) = shared.publish(&msg, from);
+        let publisher = Publisher {
+            client_id: &self.client_id,
+            epoch: self.epoch,
+            proposed: &mut self.proposed,
+            qos2_pkid,
+        };
+        let (routed, committed) = shared.publish(&msg, Some(publisher));
         let code = if routed.matched == 0 {
             reason::NO_MATCHING_SUBSCRIBERS
         } else {
@@ -777,7 +793,10 @@ impl Connection {
             match committed.await {
                 Ok(_) => Ok(Some(pubcomp)),
                 // Without PUBCOMP the client sends PUBREL again, here or elsewhere.
-                Err(e) => Err(Exit::violation(reason::SERVER_UNAVAILABLE, e.to_string())),
+                Err(e) => Err(Exit::Unavailable {
+                    ack: None,
+                    why: e.to_string(),
+                }),
             }
         }));
     }
@@ -1156,9 +1175,12 @@ impl Connection {
     /// with the will, and lingers when we are the one closing.
     async fn close(mut self, mut stream: TcpStream, exit: Exit) {
         let server_reason = exit.server_reason();
+        if let Exit::Unavailable { ack: Some(ack), .. } = &exit {
+            self.send(ack);
+        }
         if let (Protocol::V5, Some(code)) = (self.protocol, server_reason) {
             let why = match &exit {
-                Exit::Violation { why, .. } => why.as_str(),
+                Exit::Violation { why, .. } | Exit::Unavailable { why, .. } => why.as_str(),
                 _ => reason_text(code),
             };
             self.send(&Packet::Disconnect(Disconnect {
@@ -1212,6 +1234,7 @@ impl Connection {
                 return;
             }
             Exit::Disconnect { .. } => "DISCONNECT",
+            Exit::Unavailable { why, .. } => why.as_str(),
             Exit::Lost(e) => e.as_str(),
             Exit::KeepAlive => "keep-alive timeout",
             Exit::TakenOver => "session taken over",

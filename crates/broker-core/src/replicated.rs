@@ -140,12 +140,16 @@ pub fn pkid_for(seq: u64) -> u16 {
     ((seq.saturating_sub(1)) % u64::from(u16::MAX)) as u16 + 1
 }
 
-/// The connection that sent a QoS 2 message, and its packet id.
+/// The client connection that sent a durable message: its messages are committed in
+/// the order it sent them, without gaps, and a QoS 2 packet id is held until PUBREL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub client_id: String,
     pub epoch: u64,
-    pub pkid: u16,
+    /// 1, 2, … per connection, over the messages it proposed.
+    pub seq: u64,
+    /// The packet id of a QoS 2 message from a persistent session.
+    pub qos2_pkid: Option<u16>,
 }
 
 /// A connection's will, replicated so that the cluster can publish it if the node
@@ -181,6 +185,8 @@ pub struct SessionRecord {
     /// Inbound QoS 2 packet ids whose message is committed and whose PUBREL has not
     /// come yet: a resent PUBLISH with one of them is a duplicate, on any node.
     pub inbound_qos2: BTreeSet<u16>,
+    /// The last `Origin::seq` committed from the connection of `epoch`.
+    pub published: u64,
 }
 
 impl SessionRecord {
@@ -241,8 +247,7 @@ pub enum Event {
         message: StoredMessage,
         targets: Vec<Target>,
         cap: u64,
-        /// A QoS 2 message from a persistent session: who sent it, with which packet
-        /// id, held until PUBREL.
+        /// The client connection that sent it (none for a will).
         from: Option<Origin>,
     },
     /// A session's client acknowledged these queued messages (PUBACK, PUBCOMP).
@@ -276,6 +281,8 @@ pub enum Outcome {
     /// Sequence numbers given to the targets of a `Publish`, in target order (`None`:
     /// dropped, the session's queue was full or the session is gone).
     Queued(Vec<Option<u64>>),
+    /// A QoS 2 message whose packet id was held already: committed before, not queued.
+    Duplicate,
     /// The will `FireWill` took, to publish, and the client's username (for its ACL).
     Will {
         message: Box<StoredMessage>,
@@ -320,6 +327,7 @@ impl State {
                 rec.will.clone_from(will);
                 rec.will_due_ms = None;
                 rec.released_at_ms = 0;
+                rec.published = 0;
                 Outcome::Claimed { epoch, present }
             }
             Event::Subscribe {
@@ -392,15 +400,22 @@ impl State {
                 cap,
                 from,
             } => {
-                // Exactly once: a message from a connection that is no longer the
-                // session's (its client went on elsewhere, where it resends), or whose
-                // packet id is already held (a resend committed twice), is not queued.
+                // A message from a connection that is no longer the session's (its
+                // client went on elsewhere, where it resends), or that follows one of
+                // its messages that was never committed (it failed, and what follows
+                // would overtake its resend), is refused: first deliveries keep the
+                // publisher's order. One whose QoS 2 packet id is held is a resend
+                // committed twice: queued once.
                 if let Some(o) = from {
-                    let fresh = self
-                        .current(&o.client_id, o.epoch)
-                        .is_some_and(|rec| rec.inbound_qos2.insert(o.pkid));
-                    if !fresh {
+                    let Some(rec) = self.current(&o.client_id, o.epoch) else {
                         return Outcome::Stale;
+                    };
+                    if o.seq != rec.published + 1 {
+                        return Outcome::Stale;
+                    }
+                    rec.published = o.seq;
+                    if o.qos2_pkid.is_some_and(|p| !rec.inbound_qos2.insert(p)) {
+                        return Outcome::Duplicate;
                     }
                 }
                 let seqs = targets
@@ -699,7 +714,8 @@ mod tests {
             from: Some(Origin {
                 client_id: "pub".into(),
                 epoch: 1,
-                pkid: 7,
+                seq: 1,
+                qos2_pkid: Some(7),
             }),
         };
         assert_eq!(s.apply(&publish), Outcome::Queued(vec![Some(1)]));
@@ -707,8 +723,21 @@ mod tests {
         assert_eq!(
             s.apply(&publish),
             Outcome::Stale,
+            "seq 1 again: out of order"
+        );
+        let (mut again, mut gap) = (publish.clone(), publish.clone());
+        if let (Event::Publish { from: Some(a), .. }, Event::Publish { from: Some(g), .. }) =
+            (&mut again, &mut gap)
+        {
+            a.seq = 2;
+            g.seq = 4;
+        }
+        assert_eq!(
+            s.apply(&again),
+            Outcome::Duplicate,
             "committed twice, queued once"
         );
+        assert_eq!(s.apply(&gap), Outcome::Stale, "after a gap: refused");
         s.apply(&Event::PubRel {
             client_id: "pub".into(),
             pkid: 7,

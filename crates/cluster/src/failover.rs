@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker_core::replicated::{now_ms, Event, Outcome};
-use broker_core::ClusterApi;
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
-use crate::node::Node;
+use crate::node::{Node, COMMIT_TIMEOUT};
+use crate::types::Cmd;
 
 /// How often the checks run.
 const TICK: Duration = Duration::from_millis(250);
@@ -167,25 +167,41 @@ pub async fn run(node: Arc<Node>) {
     }
 }
 
-/// Commits the leader's events one by one (each is small; there are few) and acts on
-/// what they did.
+/// Commits the leader's events as the leader, in one entry, never through another
+/// node: decided by a leader that may have lost its majority, they must not be
+/// committed by the next one, which decides for itself.
 async fn commit_all(node: &Arc<Node>, events: Vec<Event>) {
-    for event in events {
-        let outcome = node.commit(event.clone()).await;
-        let c = &node.counters;
-        match (&event, outcome) {
-            (Event::NodeDown { .. }, Ok(Outcome::Done)) => inc(&c.nodes_down),
-            (Event::NodeUp { .. }, Ok(Outcome::Done)) => inc(&c.nodes_up),
-            (Event::Expire { .. }, Ok(Outcome::Done)) => inc(&c.sessions_expired),
-            (Event::FireWill { .. }, Ok(Outcome::Will { message, username })) => {
+    if events.is_empty() {
+        return;
+    }
+    let cmd = Cmd {
+        node: node.id,
+        boot: 0,
+        seq: 0,
+        events: events.clone(),
+    };
+    let outcomes = match tokio::time::timeout(COMMIT_TIMEOUT, node.leader_write(cmd)).await {
+        Ok(Ok((_, outcomes))) => outcomes,
+        Ok(Err(e)) => {
+            tracing::debug!("failure handling not committed (retried next tick): {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("failure handling not committed within the timeout (no quorum?)");
+            return;
+        }
+    };
+    let c = &node.counters;
+    for (event, outcome) in events.iter().zip(outcomes) {
+        match (event, outcome) {
+            (Event::NodeDown { .. }, Outcome::Done) => inc(&c.nodes_down),
+            (Event::NodeUp { .. }, Outcome::Done) => inc(&c.nodes_up),
+            (Event::Expire { .. }, Outcome::Done) => inc(&c.sessions_expired),
+            (Event::FireWill { .. }, Outcome::Will { message, username }) => {
                 inc(&c.wills_published);
                 if let Some(engine) = node.engine() {
                     engine.publish_will(*message, username);
                 }
-            }
-            (_, Err(e)) => {
-                tracing::debug!("failure handling not committed (retried next tick): {e}");
-                return;
             }
             _ => {}
         }

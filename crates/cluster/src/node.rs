@@ -22,7 +22,7 @@ use crate::network::{self, Contacts, LeaderError, Network, Peer, Request, Respon
 use crate::types::{App, Cmd, LogStore, NodeInfo, Raft, Resp, StateMachineStore};
 
 /// How long a proposal may wait for a leader and a quorum before it fails.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most events in one log entry.
 const MAX_BATCH: usize = 1024;
 /// Forwarded publishes queued per peer before new ones are dropped.
@@ -331,7 +331,7 @@ impl Node {
     }
 
     /// Leader side of a follower's proposal.
-    async fn leader_write(&self, cmd: Cmd) -> Result<(u64, Resp), LeaderError> {
+    pub(crate) async fn leader_write(&self, cmd: Cmd) -> Result<(u64, Resp), LeaderError> {
         match self.raft.client_write(cmd).await {
             Ok(r) => Ok((r.log_id.index, r.data)),
             Err(e) if e.forward_to_leader::<NodeInfo>().is_some() => Err(self.not_leader()),
@@ -430,10 +430,13 @@ impl Node {
             .get_node(&self.id)
             .is_some();
         let applied = m.last_applied.map(|l| l.index);
+        // A leader cut off from its majority still names itself leader: the failover
+        // watch's quorum flag tells.
         member
             && m.current_leader.is_some()
             && matches!(m.state, ServerState::Leader | ServerState::Follower)
             && applied >= self.log.committed_index()
+            && (m.state != ServerState::Leader || self.can_commit())
     }
 
     pub async fn shutdown(&self) {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub struct Cmd {
     /// Which proposer run sent it, and its place in that run: a batch that a proposer
     /// resends (its leader died after committing it, before answering) is applied
-    /// once.
+    /// once. `seq` 0: written by the leader itself, never resent.
     pub node: u64,
     pub boot: u64,
     pub seq: u64,
@@ -65,7 +65,8 @@ pub struct App {
 
 impl persistence::Apply<TypeConfig> for App {
     fn apply(&mut self, cmd: &Cmd) -> Resp {
-        if let Some((boot, seq, resp)) = self.last_batch.get(&cmd.node) {
+        let resent = cmd.seq != 0;
+        if let Some((boot, seq, resp)) = self.last_batch.get(&cmd.node).filter(|_| resent) {
             if (cmd.boot, cmd.seq) == (*boot, *seq) {
                 return resp.clone();
             }
@@ -84,8 +85,10 @@ impl persistence::Apply<TypeConfig> for App {
                 outcome
             })
             .collect();
-        self.last_batch
-            .insert(cmd.node, (cmd.boot, cmd.seq, resp.clone()));
+        if resent {
+            self.last_batch
+                .insert(cmd.node, (cmd.boot, cmd.seq, resp.clone()));
+        }
         resp
     }
 
