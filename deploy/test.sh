@@ -16,7 +16,7 @@
 #
 # Environment: KEEP_LOGS=1 keeps the logs directory; RAFTMQ_SKIP_BUILD=1 uses the
 # image already built; RAFTMQ_PARTITION=leader cuts off the leader instead of a
-# follower (see deploy/README.md, "Testing", for what that finds today).
+# follower (see deploy/README.md, "Testing").
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT" || exit 2
