@@ -12,13 +12,6 @@ use crate::support::raw::Raw;
 /// How long we watch for a second copy of something that must come once.
 const NO_SECOND: Duration = Duration::from_secs(2);
 
-fn persistent(id: &str) -> Connect {
-    let mut c = Connect::new(Version::V5, id);
-    c.clean = false;
-    c.props = Props::new().with(prop::SESSION_EXPIRY, PropVal::U32(3600));
-    c
-}
-
 /// One of the followers.
 async fn a_follower(c: &Cluster) -> u64 {
     let leader = c.wait_leader().await;
@@ -46,7 +39,7 @@ async fn wills_of_a_dead_nodes_clients_are_published_once() {
     };
     let mut mortal = Connect::new(Version::V5, "mortal");
     mortal.will = Some(will("wl/mortal", b"gone", Props::new()));
-    let mut delayed = persistent("delayed");
+    let mut delayed = Connect::persistent(Version::V5, "delayed");
     let delay = Props::new().with(prop::WILL_DELAY, PropVal::U32(2));
     delayed.will = Some(will("wl/delayed", b"later", delay));
     let (_m, _) = Raw::connect(c.node(victim).mqtt, &mortal).await;
@@ -106,23 +99,26 @@ async fn inbound_qos2_is_exactly_once_across_failover() {
 
     let mut sub = v5("q2-sub").persistent().connect(c.node(other).mqtt).await;
     sub.subscribe("q2/in", 2).await;
-    let (mut publisher, _) = Raw::connect(c.node(victim).mqtt, &persistent("q2-pub")).await;
+    let (mut publisher, _) = Raw::connect(
+        c.node(victim).mqtt,
+        &Connect::persistent(Version::V5, "q2-pub"),
+    )
+    .await;
     let mut probe = v5("q2-probe").connect(c.node(victim).mqtt).await;
     wait_route(&mut probe, &mut sub, "q2/in").await;
 
     let mut first = Publish::new("q2/in", 2, b"once");
     first.pkid = 7;
     publisher.send(&first.encode(Version::V5)).await;
-    let rec = publisher
-        .recv_where("PUBREC", |p| match p {
-            Packet::Pubrec(a) => Some(a.reason),
-            _ => None,
-        })
-        .await;
+    let rec = publisher.recv_pubrec(7).await;
     assert!(rec < 0x80, "PUBREC reason {rec:#x}");
     c.kill(victim);
 
-    let (mut publisher, ack) = Raw::connect(c.node(other).mqtt, &persistent("q2-pub")).await;
+    let (mut publisher, ack) = Raw::connect(
+        c.node(other).mqtt,
+        &Connect::persistent(Version::V5, "q2-pub"),
+    )
+    .await;
     assert!(
         matches!(
             ack,
@@ -136,20 +132,10 @@ async fn inbound_qos2_is_exactly_once_across_failover() {
     let mut again = first.clone();
     again.dup = true;
     publisher.send(&again.encode(Version::V5)).await;
-    let rec = publisher
-        .recv_where("PUBREC", |p| match p {
-            Packet::Pubrec(a) if a.pkid == 7 => Some(a.reason),
-            _ => None,
-        })
-        .await;
+    let rec = publisher.recv_pubrec(7).await;
     assert!(rec < 0x80, "PUBREC for the resent PUBLISH: {rec:#x}");
     publisher.send(&codec::pubrel(Version::V5, 7)).await;
-    let comp = publisher
-        .recv_where("PUBCOMP", |p| match p {
-            Packet::Pubcomp(a) if a.pkid == 7 => Some(a.reason),
-            _ => None,
-        })
-        .await;
+    let comp = publisher.recv_pubcomp(7).await;
     assert_eq!(comp, 0, "the packet id was known to the new node");
 
     assert_eq!(recv_data(&mut sub).await.payload, b"once");
@@ -168,7 +154,11 @@ async fn outbound_qos2_is_exactly_once_across_failover() {
     let victim = a_follower(&c).await;
     let other = (1..=3).find(|&i| i != victim).expect("a survivor");
 
-    let (mut sub, _) = Raw::connect(c.node(victim).mqtt, &persistent("q2-out")).await;
+    let (mut sub, _) = Raw::connect(
+        c.node(victim).mqtt,
+        &Connect::persistent(Version::V5, "q2-out"),
+    )
+    .await;
     assert_eq!(sub.subscribe("q2/out", 2).await, [2]);
     c.wait_applied().await;
     let mut publisher = v5("q2-src").connect(c.node(other).mqtt).await;
@@ -184,7 +174,11 @@ async fn outbound_qos2_is_exactly_once_across_failover() {
     .await;
     c.kill(victim);
 
-    let (mut sub, ack) = Raw::connect(c.node(other).mqtt, &persistent("q2-out")).await;
+    let (mut sub, ack) = Raw::connect(
+        c.node(other).mqtt,
+        &Connect::persistent(Version::V5, "q2-out"),
+    )
+    .await;
     assert!(
         matches!(
             ack,

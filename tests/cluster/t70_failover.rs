@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::support::checker::{Checker, Load, PubSpec};
 use crate::support::cluster::{Cluster, CLUSTER_TIMEOUT};
-use crate::support::codec::{prop, Connect, Packet, PropVal, Props, Publish, Version};
+use crate::support::codec::{Connect, Packet, Publish, Version};
 use crate::support::raw::{Raw, Recv};
 
 /// Bound on a whole scenario.
@@ -247,9 +247,17 @@ async fn quorum_loss_then_recovery() {
         });
         let checker = Checker::start(&c, "quorum loss", load).await;
         // The probe's messages match a persistent session, so each needs a commit.
-        let (mut probe_sub, _) = Raw::connect(c.node(survivor).mqtt, &persistent("qp-sub")).await;
+        let (mut probe_sub, _) = Raw::connect(
+            c.node(survivor).mqtt,
+            &Connect::persistent(Version::V5, "qp-sub"),
+        )
+        .await;
         probe_sub.subscribe("qp/#", 1).await;
-        let (mut probe, _) = Raw::connect(c.node(survivor).mqtt, &persistent("qp")).await;
+        let (mut probe, _) = Raw::connect(
+            c.node(survivor).mqtt,
+            &Connect::persistent(Version::V5, "qp"),
+        )
+        .await;
         c.wait_applied().await;
         checker.wait_acked(PROGRESS, CLUSTER_TIMEOUT).await;
         for &v in &victims {
@@ -279,14 +287,6 @@ async fn quorum_loss_then_recovery() {
         checker.finish().await;
     })
     .await
-}
-
-/// A 5.0 CONNECT with clean start 0 and an hour of session expiry.
-pub fn persistent(id: &str) -> Connect {
-    let mut c = Connect::new(Version::V5, id);
-    c.clean = false;
-    c.props = Props::new().with(prop::SESSION_EXPIRY, PropVal::U32(3600));
-    c
 }
 
 /// Publishes QoS 1 on `qp/probe`; the PUBACK reason, or None if none came within

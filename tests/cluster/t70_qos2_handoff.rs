@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use crate::support::cluster::{Cluster, CLUSTER_TIMEOUT};
-use crate::support::codec::{self, Packet, Publish, Version};
+use crate::support::codec::{self, Connect, Packet, Publish, Version};
 use crate::support::raw::{Raw, Recv};
 use crate::support::roaming::Qos2Receiver;
 use crate::support::RECV_TIMEOUT;
-use crate::t70_failover::{bounded, others, persistent};
+use crate::t70_failover::{bounded, others};
 
 /// A QoS 2 PUBLISH acknowledged (PUBREC) by a node that then dies is sent again, DUP
 /// with the same packet id, to another node, as a publisher that lost the PUBREC in
@@ -22,22 +22,33 @@ async fn qos2_resent_to_another_node_is_delivered_once() {
         let mut c = Cluster::start(3).await;
         let leader = c.wait_leader().await;
         let [victim, other] = [others(&c, leader)[0], others(&c, leader)[1]];
-        let (mut sub, _) = Raw::connect(c.node(other).mqtt, &persistent("ho-sub")).await;
+        let (mut sub, _) = Raw::connect(
+            c.node(other).mqtt,
+            &Connect::persistent(Version::V5, "ho-sub"),
+        )
+        .await;
         sub.subscribe("ho/#", 2).await;
         c.wait_applied().await;
 
-        let (mut publisher, _) = Raw::connect(c.node(victim).mqtt, &persistent("ho-pub")).await;
+        let (mut publisher, _) = Raw::connect(
+            c.node(victim).mqtt,
+            &Connect::persistent(Version::V5, "ho-pub"),
+        )
+        .await;
         let mut once = Publish::new("ho/x", 2, b"once");
         once.pkid = 7;
         publisher.send(&once.encode(Version::V5)).await;
         assert!(
-            pubrec(&mut publisher, 7).await < 0x80,
+            publisher.recv_pubrec(7).await < 0x80,
             "PUBREC before the crash"
         );
         c.kill(victim);
 
-        let (mut publisher, connack) =
-            Raw::connect(c.node(other).mqtt, &persistent("ho-pub")).await;
+        let (mut publisher, connack) = Raw::connect(
+            c.node(other).mqtt,
+            &Connect::persistent(Version::V5, "ho-pub"),
+        )
+        .await;
         assert!(
             session_present(&connack),
             "the publisher's session on another node: {connack:?}"
@@ -45,16 +56,11 @@ async fn qos2_resent_to_another_node_is_delivered_once() {
         once.dup = true;
         publisher.send(&once.encode(Version::V5)).await;
         assert!(
-            pubrec(&mut publisher, 7).await < 0x80,
+            publisher.recv_pubrec(7).await < 0x80,
             "PUBREC to the resend"
         );
         publisher.send(&codec::pubrel(Version::V5, 7)).await;
-        let comp = publisher
-            .recv_where("PUBCOMP", |p| match p {
-                Packet::Pubcomp(a) if a.pkid == 7 => Some(a.reason),
-                _ => None,
-            })
-            .await;
+        let comp = publisher.recv_pubcomp(7).await;
         assert_eq!(comp, 0, "PUBCOMP reason");
         // Order per publisher holds: a second copy would arrive before this one.
         assert!(publisher.pub_msg("ho/end", 2, b"end").await < 0x80);
@@ -77,9 +83,17 @@ async fn qos2_held_by_a_cut_off_node_then_resent_is_delivered_once() {
         let c = Cluster::start(3).await;
         let leader = c.wait_leader().await;
         let [victim, other] = [others(&c, leader)[0], others(&c, leader)[1]];
-        let (mut sub, _) = Raw::connect(c.node(other).mqtt, &persistent("hd-sub")).await;
+        let (mut sub, _) = Raw::connect(
+            c.node(other).mqtt,
+            &Connect::persistent(Version::V5, "hd-sub"),
+        )
+        .await;
         sub.subscribe("hd/#", 2).await;
-        let (mut publisher, _) = Raw::connect(c.node(victim).mqtt, &persistent("hd-pub")).await;
+        let (mut publisher, _) = Raw::connect(
+            c.node(victim).mqtt,
+            &Connect::persistent(Version::V5, "hd-pub"),
+        )
+        .await;
         c.wait_applied().await;
 
         c.isolate(victim);
@@ -99,8 +113,11 @@ async fn qos2_held_by_a_cut_off_node_then_resent_is_delivered_once() {
             sent.elapsed().as_secs_f32()
         );
 
-        let (mut publisher, connack) =
-            Raw::connect(c.node(other).mqtt, &persistent("hd-pub")).await;
+        let (mut publisher, connack) = Raw::connect(
+            c.node(other).mqtt,
+            &Connect::persistent(Version::V5, "hd-pub"),
+        )
+        .await;
         assert!(
             session_present(&connack),
             "the publisher's session on another node: {connack:?}"
@@ -108,15 +125,11 @@ async fn qos2_held_by_a_cut_off_node_then_resent_is_delivered_once() {
         held.dup = true;
         publisher.send(&held.encode(Version::V5)).await;
         assert!(
-            pubrec(&mut publisher, 9).await < 0x80,
+            publisher.recv_pubrec(9).await < 0x80,
             "PUBREC to the resend"
         );
         publisher.send(&codec::pubrel(Version::V5, 9)).await;
-        publisher
-            .recv_where("PUBCOMP", |p| {
-                matches!(p, Packet::Pubcomp(a) if a.pkid == 9).then_some(())
-            })
-            .await;
+        publisher.recv_pubcomp(9).await;
         assert!(publisher.pub_msg("hd/end", 2, b"end").await < 0x80);
 
         // Until "end", and at least until the follower's copy is settled one way or the
@@ -159,12 +172,4 @@ async fn receive_qos2(sub: &mut Raw, last: &str, until: tokio::time::Instant) ->
 
 fn session_present(connack: &Packet) -> bool {
     matches!(connack, Packet::Connack { session_present, .. } if *session_present)
-}
-
-async fn pubrec(c: &mut Raw, pkid: u16) -> u8 {
-    c.recv_where("PUBREC", |p| match p {
-        Packet::Pubrec(a) if a.pkid == pkid => Some(a.reason),
-        _ => None,
-    })
-    .await
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::client::Opts;
-use crate::support::codec::{self, prop, Connect, Packet, PropVal, Props, Publish, Version};
+use crate::support::codec::{self, Connect, Packet, Publish, Version};
 use crate::support::raw::Raw;
 use crate::support::{Broker, QUIET, RECV_TIMEOUT};
 
@@ -18,17 +18,6 @@ both!(
     offline_queue_is_bounded,
     takeover_closes_old_connection,
 );
-
-/// A CONNECT that resumes a session (clean session / clean start 0, and on 5.0 a
-/// session expiry of an hour).
-fn persistent(v: Version, id: &str) -> Connect {
-    let mut c = Connect::new(v, id);
-    c.clean = false;
-    if v == Version::V5 {
-        c.props = Props::new().with(prop::SESSION_EXPIRY, PropVal::U32(3600));
-    }
-    c
-}
 
 fn session_present(connack: &Packet) -> bool {
     match connack {
@@ -114,7 +103,7 @@ async fn persistent_session_receives_offline_messages(v: Version) {
 /// order, when the session resumes [MQTT-4.4.0-1].
 async fn inflight_resent_with_dup_in_order(v: Version) {
     let broker = Broker::start().await;
-    let (mut sub, _) = Raw::connect(broker.addr, &persistent(v, "redeliver")).await;
+    let (mut sub, _) = Raw::connect(broker.addr, &Connect::persistent(v, "redeliver")).await;
     sub.subscribe("rd/t", 1).await;
     let mut publisher = Raw::client(broker.addr, v, "pub").await;
     for p in [b"a", b"b", b"c"] {
@@ -129,7 +118,7 @@ async fn inflight_resent_with_dup_in_order(v: Version) {
     assert!(first.iter().all(|p| !p.dup), "first delivery has DUP 0");
     drop(sub);
 
-    let (mut sub, connack) = Raw::connect(broker.addr, &persistent(v, "redeliver")).await;
+    let (mut sub, connack) = Raw::connect(broker.addr, &Connect::persistent(v, "redeliver")).await;
     assert!(session_present(&connack));
     let again = [
         sub.recv_acked().await,
@@ -149,7 +138,7 @@ async fn inflight_resent_with_dup_in_order(v: Version) {
 /// on reconnect with PUBREL (same packet id), not by sending the PUBLISH again.
 async fn qos2_pubrel_resent_after_reconnect(v: Version) {
     let broker = Broker::start().await;
-    let (mut sub, _) = Raw::connect(broker.addr, &persistent(v, "q2sub")).await;
+    let (mut sub, _) = Raw::connect(broker.addr, &Connect::persistent(v, "q2sub")).await;
     sub.subscribe("q2/t", 2).await;
     let mut publisher = Raw::client(broker.addr, v, "pub").await;
     publisher.pub_msg("q2/t", 2, b"once").await;
@@ -165,7 +154,7 @@ async fn qos2_pubrel_resent_after_reconnect(v: Version) {
     assert_eq!(rel, p.pkid);
     drop(sub);
 
-    let (mut sub, connack) = Raw::connect(broker.addr, &persistent(v, "q2sub")).await;
+    let (mut sub, connack) = Raw::connect(broker.addr, &Connect::persistent(v, "q2sub")).await;
     assert!(session_present(&connack));
     match sub.recv().await {
         Packet::Pubrel(a) => assert_eq!(a.pkid, p.pkid, "PUBREL packet id"),
@@ -184,14 +173,15 @@ async fn qos2_inbound_exactly_once_across_reconnect(v: Version) {
     let broker = Broker::start().await;
     let mut sub = Raw::client(broker.addr, v, "sub").await;
     sub.subscribe("q2in/t", 2).await;
-    let (mut publisher, _) = Raw::connect(broker.addr, &persistent(v, "q2pub")).await;
+    let (mut publisher, _) = Raw::connect(broker.addr, &Connect::persistent(v, "q2pub")).await;
     let mut publish = Publish::new("q2in/t", 2, b"once");
     publish.pkid = 9;
     publisher.send(&publish.encode(v)).await;
     assert!(matches!(publisher.recv().await, Packet::Pubrec(a) if a.pkid == 9));
     drop(publisher);
 
-    let (mut publisher, connack) = Raw::connect(broker.addr, &persistent(v, "q2pub")).await;
+    let (mut publisher, connack) =
+        Raw::connect(broker.addr, &Connect::persistent(v, "q2pub")).await;
     assert!(session_present(&connack));
     publish.dup = true;
     publisher.send(&publish.encode(v)).await;
@@ -250,7 +240,7 @@ async fn offline_queue_is_bounded(v: Version) {
 async fn takeover_closes_old_connection(v: Version) {
     let broker = Broker::start().await;
     // Raw, so that any legal DISCONNECT form (even `E0 01 8E`) is decoded.
-    let (mut first, _) = Raw::connect(broker.addr, &persistent(v, "same")).await;
+    let (mut first, _) = Raw::connect(broker.addr, &Connect::persistent(v, "same")).await;
     first.subscribe("to/t", 1).await;
     let mut second = Opts::new(v, "same").persistent().connect(broker.addr).await;
     assert!(

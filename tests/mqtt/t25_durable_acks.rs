@@ -1,7 +1,7 @@
 //! The durable path as a publisher sees it: acks held for commits come back in PUBLISH
 //! order, mixed with acks that need no commit, while the connection keeps reading.
 
-use crate::support::codec::{prop, Connect, Packet, PropVal, Props, Publish, Version};
+use crate::support::codec::{Connect, Packet, Publish, Version};
 use crate::support::raw::Raw;
 use crate::support::Broker;
 
@@ -14,12 +14,7 @@ both!(acks_keep_publish_order_across_commits);
 /// order.
 async fn acks_keep_publish_order_across_commits(v: Version) {
     let broker = Broker::start().await;
-    let mut connect = Connect::new(v, "durable-sub");
-    connect.clean = false;
-    if v == Version::V5 {
-        connect.props = Props::new().with(prop::SESSION_EXPIRY, PropVal::U32(3600));
-    }
-    let (mut sub, _) = Raw::connect(broker.addr, &connect).await;
+    let (mut sub, _) = Raw::connect(broker.addr, &Connect::persistent(v, "durable-sub")).await;
     assert_eq!(sub.subscribe("da/kept", 2).await, [2]);
     let (mut publisher, _) = Raw::connect(broker.addr, &Connect::new(v, "da-pub")).await;
 

@@ -208,6 +208,17 @@ impl Connect {
         }
     }
 
+    /// A CONNECT that resumes a session: clean session / clean start 0, and on 5.0 a
+    /// session expiry of an hour.
+    pub fn persistent(version: Version, client_id: &str) -> Connect {
+        let mut c = Connect::new(version, client_id);
+        c.clean = false;
+        if version == Version::V5 {
+            c.props = Props::new().with(prop::SESSION_EXPIRY, PropVal::U32(3600));
+        }
+        c
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
         put_bytes(&mut body, b"MQTT");

@@ -272,23 +272,32 @@ impl Raw {
                 .await
             }
             _ => {
-                let reason = self
-                    .recv_where("PUBREC", |p| match p {
-                        Packet::Pubrec(a) if a.pkid == pkid => Some(a.reason),
-                        _ => None,
-                    })
-                    .await;
+                let reason = self.recv_pubrec(pkid).await;
                 if reason < 0x80 {
                     self.send(&codec::pubrel(self.version, pkid)).await;
-                    self.recv_where("PUBCOMP", |p| match p {
-                        Packet::Pubcomp(a) if a.pkid == pkid => Some(()),
-                        _ => None,
-                    })
-                    .await;
+                    self.recv_pubcomp(pkid).await;
                 }
                 reason
             }
         }
+    }
+
+    /// The reason code of the PUBREC for `pkid` (other packets are kept).
+    pub async fn recv_pubrec(&mut self, pkid: u16) -> u8 {
+        self.recv_where("PUBREC", |p| match p {
+            Packet::Pubrec(a) if a.pkid == pkid => Some(a.reason),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The reason code of the PUBCOMP for `pkid` (other packets are kept).
+    pub async fn recv_pubcomp(&mut self, pkid: u16) -> u8 {
+        self.recv_where("PUBCOMP", |p| match p {
+            Packet::Pubcomp(a) if a.pkid == pkid => Some(a.reason),
+            _ => None,
+        })
+        .await
     }
 
     /// Publishes `payload` on `topic` at `qos`, completing the QoS flow.

@@ -551,22 +551,9 @@ impl Shared {
         self.publish_will_message(msg, username);
     }
 
-    /// Publishes the will of a client whose node died (the leader, once the cluster
-    /// committed that it fires). Its expiry interval counts from now.
-    pub fn publish_stored_will(&self, will: StoredMessage, username: Option<String>) {
-        let msg = Message::new(
-            will.topic,
-            will.payload,
-            QoS::from_u8(will.qos).unwrap_or(QoS::AtMostOnce),
-            will.retain,
-            will.properties,
-            will.publisher.as_deref().map(Into::into),
-        );
-        tracing::info!(client_id = ?msg.publisher, topic = %msg.topic, "publishing the will of a client of a dead node");
-        self.publish_will_message(msg, username.as_deref());
-    }
-
-    fn publish_will_message(&self, msg: Message, username: Option<&str>) {
+    /// Publishes a will (its client's access rules permitting), not waiting for what
+    /// must be committed.
+    pub(crate) fn publish_will_message(&self, msg: Message, username: Option<&str>) {
         let client_id = msg.publisher.as_deref().unwrap_or_default();
         if !self.acl.is_empty() && !self.acl.can_publish(client_id, username, &msg.topic) {
             return;
@@ -623,7 +610,7 @@ impl Broker {
             orphans: AtomicBool::new(false),
         });
         cluster.attach(shared.clone()).await;
-        shared.release_orphans(shared.orphans.load(Ordering::Relaxed));
+        shared.release_orphans();
         Broker { shared, listener }
     }
 

@@ -23,7 +23,7 @@ use crate::packet::{
     reason, Ack, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
-use crate::replicated::{Event, Outcome, StoredMessage, StoredSub, StoredWill};
+use crate::replicated::{Event, Outcome, StoredSub, StoredWill};
 use crate::session::{Delivery, Inflight, Session, Stage, SubOptions};
 use crate::topic;
 
@@ -328,18 +328,7 @@ impl Connection {
         };
 
         // Replicated, so that the cluster publishes it if this node dies.
-        let will = c.will.as_ref().map(|w| StoredWill {
-            message: StoredMessage {
-                topic: w.topic.clone(),
-                payload: w.payload.clone(),
-                qos: w.qos as u8,
-                retain: w.retain,
-                properties: w.properties.clone(),
-                expires_at_ms: None,
-                publisher: Some(client_id.to_string()),
-            },
-            delay_secs: w.delay_interval,
-        });
+        let will = c.will.as_ref().map(|w| StoredWill::new(w, &client_id));
         let claim = Event::Claim {
             node: shared.node,
             client_id: client_id.to_string(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::broker::{Message, Routed, Shared};
 use crate::cluster_api::{Engine, NodeId};
+use crate::packet::QoS;
 use crate::replicated::{
     now_ms, pkid_for, Event, Outcome, SessionRecord, State, StoredMessage, Target,
 };
@@ -189,8 +190,18 @@ impl Engine for Shared {
         self.deliver_forwarded(&Arc::new(message.to_message()), targets);
     }
 
+    /// Its expiry interval counts from now, when it is published.
     fn publish_will(&self, will: StoredMessage, username: Option<String>) {
-        self.publish_stored_will(will, username);
+        let msg = Message::new(
+            will.topic,
+            will.payload,
+            QoS::from_u8(will.qos).unwrap_or(QoS::AtMostOnce),
+            will.retain,
+            will.properties,
+            will.publisher.as_deref().map(Into::into),
+        );
+        tracing::info!(client_id = ?msg.publisher, topic = %msg.topic, "publishing the will of a client of a dead node");
+        self.publish_will_message(msg, username.as_deref());
     }
 }
 
@@ -286,8 +297,11 @@ impl Shared {
     /// itself dead and back, as the leader would have: those sessions go offline,
     /// their wills are published after their delay, clean ones end, and persistent
     /// ones start their expiry.
-    pub(crate) fn release_orphans(&self, state_had_orphans: bool) {
-        if state_had_orphans {
+    pub(crate) fn release_orphans(&self) {
+        if self
+            .orphans
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
             tracing::warn!(
                 "restarted after a crash: the sessions of our former clients go offline"
             );

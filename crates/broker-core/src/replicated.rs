@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::Message;
 use crate::cluster_api::NodeId;
-use crate::packet::{MessageProperties, QoS, RetainHandling};
+use crate::packet::{MessageProperties, QoS, RetainHandling, Will};
 use crate::session::SubOptions;
 
 /// A message as replicated and forwarded: no `Instant`s (they mean nothing on another
@@ -158,6 +158,25 @@ pub struct Origin {
 pub struct StoredWill {
     pub message: StoredMessage,
     pub delay_secs: u32,
+}
+
+impl StoredWill {
+    /// `client_id`'s will from its CONNECT. No expiry instant yet: its interval
+    /// counts from when it is published.
+    pub fn new(will: &Will, client_id: &str) -> StoredWill {
+        StoredWill {
+            message: StoredMessage {
+                topic: will.topic.clone(),
+                payload: will.payload.clone(),
+                qos: will.qos as u8,
+                retain: will.retain,
+                properties: will.properties.clone(),
+                expires_at_ms: None,
+                publisher: Some(client_id.to_string()),
+            },
+            delay_secs: will.delay_interval,
+        }
+    }
 }
 
 /// One session as every node knows it.
