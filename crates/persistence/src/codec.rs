@@ -1,4 +1,4 @@
-//! bincode-2 (serde, standard config) helpers and the blocking-flush helper.
+//! bincode-2 (serde, standard config) helpers.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -25,15 +25,3 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct Msg(pub(crate) String);
-
-/// fsyncs the whole `Db` (all trees share one log) on the blocking pool.
-///
-/// Never `flush_async`: it hangs with concurrent callers in sled 0.34.7 (sled#1308).
-pub(crate) async fn flush(db: &sled::Db) -> std::io::Result<()> {
-    let db = db.clone();
-    match tokio::task::spawn_blocking(move || db.flush()).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.into()),
-        Err(join) => Err(std::io::Error::other(join)),
-    }
-}

@@ -1,21 +1,41 @@
 //! sled-backed storage for openraft 0.9 (storage-v2), generic over the type config.
 //!
 //! Map:
-//! - [`open`] opens one `sled::Db` (cache 64 MiB) and returns both halves of the storage.
-//!   A second open of the same path (in-process or by another process) fails with
-//!   [`OpenError::Locked`]; a corrupt stored value fails with [`OpenError::Corrupt`].
+//! - [`open`] opens one `sled::Db` (cache 64 MiB) in a data directory (`disk.rs`) and
+//!   returns both halves of the storage. A second open of the same path (in-process or by
+//!   another process) fails with [`OpenError::Locked`]; a corrupt stored value fails with
+//!   [`OpenError::Corrupt`].
 //! - [`LogStore`] (`log_store.rs`): `RaftLogReader` + `RaftLogStorage` on the trees
 //!   `raft_log` (key = index `u64` big-endian, value = bincode-2 serde of the entry) and
-//!   `raft_meta` (`vote`, `committed`, `last_purged`). Votes and appends are fsynced
-//!   before they are acknowledged.
+//!   `raft_meta` (`vote`, `committed`, `last_purged`).
 //! - [`StateMachineStore`] (`state_machine.rs`): `RaftStateMachine` +
 //!   `RaftSnapshotBuilder` over an in-memory application state `A: Apply<C>`, made durable
 //!   by the log plus snapshots kept in the trees `snapshot` and `sm_meta`.
+//!
+//! Durability, and why it takes more than sled:
+//! - What sled guarantees: its trees share one log file; a `flush()` writes everything
+//!   accepted so far in log order, and recovery after a crash replays a prefix of that log
+//!   (each batch and transaction whole or not at all), checking CRCs.
+//! - What it does not: on Linux `flush()` ends in `sync_file_range`, not `fsync`, so a
+//!   "flushed" write may still be only in the page cache (and the disk's write cache):
+//!   a power cut loses it, a SIGKILL does not. Large values go to blob files that sled
+//!   never syncs, and new files and renames are not made durable in their directory.
+//! - What we add (`disk.rs`): after every `flush()`, `fdatasync` of the log file, `fsync`
+//!   of new blob files and of the directories. A vote is durable before `save_vote`
+//!   returns (so before any vote reply), log entries before `append` calls openraft's
+//!   callback (so before any AppendEntries reply or commit, hence before any PUBACK), a
+//!   snapshot before `install_snapshot` returns. `save_committed`, `truncate` and `purge`
+//!   are not synced on their own: losing them only re-applies or re-truncates on restart,
+//!   and the next synced write (sled's log is one sequence) carries them anyway.
+//! - The proof is a test, not this text: tests/powerfs is a filesystem that keeps writes
+//!   in memory until they are fsynced and drops the rest on a simulated power cut; the
+//!   power-loss scenarios in tests/cluster run the broker on it.
 //!
 //! Both halves require `C::Entry = openraft::Entry<C>` and
 //! `C::SnapshotData = std::io::Cursor<Vec<u8>>`.
 
 mod codec;
+mod disk;
 mod log_store;
 mod state_machine;
 
@@ -23,6 +43,8 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use openraft::RaftTypeConfig;
+
+use disk::Disk;
 
 pub use log_store::LogStore;
 pub use state_machine::{Apply, SnapshotBuilder, StateMachineStore, SNAPSHOT_FORMAT_VERSION};
@@ -58,21 +80,18 @@ where
     A: Apply<C>,
 {
     let path = path.as_ref().to_path_buf();
-    let db = sled::Config::new()
-        .path(&path)
-        .cache_capacity(CACHE_CAPACITY_BYTES)
-        .open()
-        .map_err(|e| map_open_error(&path, e))?;
+    let config = sled::Config::new().cache_capacity(CACHE_CAPACITY_BYTES);
+    let disk = Disk::open(&path, config).map_err(|e| map_open_error(&path, e))?;
     let sled_err = |source| OpenError::Sled {
         path: path.clone(),
         source,
     };
-    let log = LogStore::new(&db).map_err(sled_err)?;
+    let log = LogStore::new(&disk).map_err(sled_err)?;
     log.check().map_err(|what| OpenError::Corrupt {
         path: path.clone(),
         what,
     })?;
-    let sm = StateMachineStore::load(&db).map_err(|e| match e {
+    let sm = StateMachineStore::load(&disk).map_err(|e| match e {
         state_machine::LoadError::Sled(source) => OpenError::Sled {
             path: path.clone(),
             source,

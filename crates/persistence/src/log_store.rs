@@ -12,7 +12,10 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use crate::codec::{self, Msg};
+use crate::disk::Disk;
 
 const LOG_TREE: &str = "raft_log";
 const META_TREE: &str = "raft_meta";
@@ -25,7 +28,7 @@ type SResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
 /// The Raft log and its metadata. Cloning is cheap (sled handles are reference counted);
 /// a clone is also the [`RaftLogStorage::LogReader`].
 pub struct LogStore<C: RaftTypeConfig> {
-    db: sled::Db,
+    disk: Arc<Disk>,
     log: sled::Tree,
     meta: sled::Tree,
     _c: PhantomData<C>,
@@ -34,7 +37,7 @@ pub struct LogStore<C: RaftTypeConfig> {
 impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         Self {
-            db: self.db.clone(),
+            disk: self.disk.clone(),
             log: self.log.clone(),
             meta: self.meta.clone(),
             _c: PhantomData,
@@ -51,11 +54,11 @@ impl<C: RaftTypeConfig> Debug for LogStore<C> {
 }
 
 impl<C: RaftTypeConfig> LogStore<C> {
-    pub(crate) fn new(db: &sled::Db) -> Result<Self, sled::Error> {
+    pub(crate) fn new(disk: &Arc<Disk>) -> Result<Self, sled::Error> {
         Ok(Self {
-            db: db.clone(),
-            log: db.open_tree(LOG_TREE)?,
-            meta: db.open_tree(META_TREE)?,
+            disk: disk.clone(),
+            log: disk.db().open_tree(LOG_TREE)?,
+            meta: disk.db().open_tree(META_TREE)?,
             _c: PhantomData,
         })
     }
@@ -198,7 +201,8 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> SResult<(), C> {
         self.put_meta(KEY_VOTE, vote)
             .map_err(|e| StorageIOError::write_vote(AnyErr(e)))?;
-        codec::flush(&self.db)
+        self.disk
+            .flush()
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
@@ -244,7 +248,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
         // Entries are readable now; acknowledge durability only after the fsync.
-        let res = codec::flush(&self.db).await;
+        let res = self.disk.flush().await;
         let err = res
             .as_ref()
             .err()

@@ -34,6 +34,7 @@ use sled::transaction::{ConflictableTransactionResult, Transactional};
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
 use crate::codec::{self, Msg};
+use crate::disk::Disk;
 
 /// Leading byte of every snapshot this crate writes.
 pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
@@ -82,7 +83,7 @@ pub(crate) enum LoadError {
 
 #[derive(Clone)]
 struct Trees {
-    db: sled::Db,
+    disk: Arc<Disk>,
     sm_meta: sled::Tree,
     snapshot: sled::Tree,
 }
@@ -107,7 +108,8 @@ impl Trees {
                 Ok(())
             })
             .map_err(|e| wr(format!("{e:?}")))?;
-        codec::flush(&self.db)
+        self.disk
+            .flush()
             .await
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         Ok(())
@@ -185,9 +187,10 @@ where
     C: RaftTypeConfig,
     A: Apply<C>,
 {
-    pub(crate) fn load(db: &sled::Db) -> Result<Self, LoadError> {
+    pub(crate) fn load(disk: &Arc<Disk>) -> Result<Self, LoadError> {
+        let db = disk.db();
         let trees = Trees {
-            db: db.clone(),
+            disk: disk.clone(),
             sm_meta: db.open_tree(SM_META_TREE).map_err(LoadError::Sled)?,
             snapshot: db.open_tree(SNAPSHOT_TREE).map_err(LoadError::Sled)?,
         };
