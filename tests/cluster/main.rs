@@ -23,3 +23,5 @@ mod t55_dead_node;
 mod t60_flags;
 mod t70_failover;
 mod t70_qos2_handoff;
+mod t72_partitions;
+mod t75_power_loss;

@@ -227,10 +227,11 @@ async fn cold_restart() {
 
 /// Two of three nodes die: the survivor cannot commit, so it refuses new connections
 /// and acknowledges nothing (5.0 publishers get 0x80, 3.1.1 ones are disconnected);
-/// once the two are back the load resumes and nothing acknowledged is lost. Node 1
-/// survives; the 5.0 QoS 1 publisher starts there, and a 3.1.1 one is added. The
-/// load's publishers soon only try to reconnect (refused), so a probe client that
-/// stays connected to the survivor keeps publishing through the outage.
+/// cut off for longer than the node-down time, it closes every client connection
+/// (5.0: 0x9C) and turns new ones away at once; once the two are back the load
+/// resumes and nothing acknowledged is lost. Node 1 survives; the 5.0 QoS 1 publisher
+/// starts there, and a 3.1.1 one is added. A probe client connected to the survivor
+/// publishes into the outage.
 #[tokio::test]
 async fn quorum_loss_then_recovery() {
     bounded("quorum loss", async {
@@ -267,17 +268,36 @@ async fn quorum_loss_then_recovery() {
         assert_connect_refused(c.node(survivor).mqtt).await;
         // From here on the survivor is known to be unable to commit.
         let acked = checker.acked();
-        let answer = probe_publish(&mut probe, 1).await;
-        assert!(
-            answer.is_none_or(|reason| reason >= 0x80),
-            "probe without quorum: PUBACK {answer:?}"
-        );
-        if answer.is_some() {
-            // The failure code ends the flow, and the connection (DISCONNECT 0x80):
-            // its client goes on to a node that can commit.
-            let reason = probe.expect_closed_reason(CLUSTER_TIMEOUT).await;
-            assert_eq!(reason, Some(0x80), "the probe's connection is closed");
+        match probe_publish(&mut probe, 1).await {
+            Probe::Acked(reason) => {
+                assert!(reason >= 0x80, "probe without quorum: PUBACK {reason:#x}");
+                // The failure code ends the flow, and the connection (DISCONNECT
+                // 0x80): its client goes on to a node that can commit.
+                let reason = probe.expect_closed_reason(CLUSTER_TIMEOUT).await;
+                assert_eq!(reason, Some(0x80), "the probe's connection is closed");
+            }
+            // Cut off past the node-down time: every client is sent away.
+            Probe::Closed(reason) => assert_eq!(reason, Some(0x9C), "probe closed"),
+            Probe::Unanswered => {}
         }
+        // By now the survivor has been cut off for longer than the node-down time:
+        // a newcomer is turned away at once (no peer to name: 0x88).
+        let started = tokio::time::Instant::now();
+        let refused = Raw::try_connect(
+            c.node(survivor).mqtt,
+            &Connect::new(Version::V5, "late-newcomer"),
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(
+            matches!(refused, Ok((_, Packet::Connack { code: 0x88, .. }))),
+            "CONNECT to a cut-off node: {:?}",
+            refused.map(|(_, p)| p)
+        );
+        println!(
+            "quorum loss: refused at once ({:.2}s) once cut off",
+            started.elapsed().as_secs_f32()
+        );
         assert_eq!(checker.acked(), acked, "load acknowledged without a quorum");
         for &v in &victims {
             c.relaunch(v);
@@ -289,20 +309,31 @@ async fn quorum_loss_then_recovery() {
     .await
 }
 
-/// Publishes QoS 1 on `qp/probe`; the PUBACK reason, or None if none came within
-/// 10 s (twice the broker's commit timeout).
-async fn probe_publish(c: &mut Raw, pkid: u16) -> Option<u8> {
+/// How the broker answered a probe's PUBLISH.
+enum Probe {
+    /// PUBACK with this reason.
+    Acked(u8),
+    /// The connection closed, after a DISCONNECT with this reason if one came.
+    Closed(Option<u8>),
+    /// Nothing within 10 s (twice the broker's commit timeout).
+    Unanswered,
+}
+
+/// Publishes QoS 1 on `qp/probe` and waits for the broker's answer.
+async fn probe_publish(c: &mut Raw, pkid: u16) -> Probe {
     let mut p = Publish::new("qp/probe", 1, b"probe");
     p.pkid = pkid;
     c.send(&p.encode(Version::V5)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut disconnect = None;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match c.try_recv(left).await {
-            Recv::Packet(Packet::Puback(a)) if a.pkid == pkid => return Some(a.reason),
+            Recv::Packet(Packet::Puback(a)) if a.pkid == pkid => return Probe::Acked(a.reason),
+            Recv::Packet(Packet::Disconnect { reason, .. }) => disconnect = Some(reason),
             Recv::Packet(_) => {}
-            Recv::Timeout => return None,
-            Recv::Closed => panic!("the probe's connection closed"),
+            Recv::Timeout => return Probe::Unanswered,
+            Recv::Closed => return Probe::Closed(disconnect),
         }
     }
 }

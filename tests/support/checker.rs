@@ -167,6 +167,9 @@ struct Seen {
     wills: BTreeMap<String, u32>,
     /// Anything that is neither load nor a will.
     strays: Vec<String>,
+    /// When the last new message arrived, and the longest wait between two.
+    last_new: Option<Instant>,
+    worst_gap: Duration,
 }
 
 /// A connection the broker is expected to close: a session's old connection, or a
@@ -344,6 +347,16 @@ impl Checker {
         let want = self.acked() + more;
         let what = format!("{}: {want} messages acknowledged", self.name);
         super::wait_until(&what, within, TICK, || async { self.acked() >= want }).await;
+    }
+
+    /// Returns as soon as (within a millisecond of when) one more message is
+    /// acknowledged: a fault injected then hits a message whose acknowledgement has
+    /// just gone out. Panics after `within`.
+    pub async fn wait_next_ack(&self, within: Duration) {
+        let want = self.acked() + 1;
+        let what = format!("{}: message {want} acknowledged", self.name);
+        let poll = Duration::from_millis(1);
+        super::wait_until(&what, within, poll, || async { self.acked() >= want }).await;
     }
 
     /// Waits until some subscriber has received every will (the cluster published

@@ -14,6 +14,10 @@
 //! [`Cluster::partition`], [`Cluster::isolate`] and [`Cluster::heal`] can cut and restore
 //! links between nodes, while clients and the HTTP API reach every node directly.
 //!
+//! [`Cluster::start_on_powerfs`] puts each node's data dir on its own power-loss
+//! filesystem (tests/powerfs): [`Cluster::power_loss`] kills the nodes and drops every
+//! write they had not fsynced, as a power cut does.
+//!
 //! All nodes' stderr go to `<tempdir>/node-i.log` (appended across restarts). When the
 //! test panics, the tail of every log is printed and the temp dir is kept.
 //! `RAFTMQ_TEST_LOG` (default `debug`) is the nodes' `--log-level`.
@@ -63,6 +67,8 @@ pub struct Node {
     /// In a mutex so that a `&Cluster` can notice an exit.
     child: Mutex<Option<Child>>,
     starts: u32,
+    /// The filesystem holding `data_dir`, when the cluster runs on power-loss disks.
+    disk: Option<powerfs::PowerFs>,
 }
 
 impl Node {
@@ -185,14 +191,31 @@ pub struct Cluster {
     nodes: Vec<Node>,
     /// The nodes' cluster-port proxies.
     faults: Faults,
+    /// Whether new nodes get a power-loss filesystem for their data dir.
+    powerfs: bool,
 }
 
 impl Cluster {
     /// Starts node 1 (which bootstraps), waits until it is ready, then starts nodes
     /// 2..=n joining it, and waits until all are ready and agree on the leader.
     pub async fn start(n: usize) -> Cluster {
-        assert!(n >= 1);
+        Cluster::start_with(n, Cluster::empty()).await
+    }
+
+    /// [`Cluster::start`] with each node's data dir on a power-loss filesystem; `None`
+    /// (after printing "skipped: no FUSE") where FUSE cannot be mounted.
+    pub async fn start_on_powerfs(n: usize) -> Option<Cluster> {
         let mut cluster = Cluster::empty();
+        cluster.powerfs = true;
+        // Probe once, so that a machine without FUSE skips instead of panicking.
+        let probe = cluster.dir().join("probe");
+        std::fs::create_dir(&probe).expect("probe dir");
+        powerfs::try_mount(&probe)?;
+        Some(Cluster::start_with(n, cluster).await)
+    }
+
+    async fn start_with(n: usize, mut cluster: Cluster) -> Cluster {
+        assert!(n >= 1);
         cluster.launch_new(Vec::new()).await;
         cluster.wait_ready(1).await;
         let join = vec![cluster.node(1).cluster];
@@ -216,6 +239,7 @@ impl Cluster {
             net,
             nodes: Vec::new(),
             faults: Faults::new(net),
+            powerfs: false,
         }
     }
 
@@ -264,17 +288,26 @@ impl Cluster {
         let proxy = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
         let cluster = proxy.local_addr().expect("local addr");
         self.faults.add_node(id, proxy, listen);
+        let (disk, data_dir) = if self.powerfs {
+            let mount = self.dir().join(format!("node-{id}.fs"));
+            std::fs::create_dir(&mount).expect("mount point");
+            let fs = powerfs::PowerFs::mount(&mount).expect("mount powerfs");
+            (Some(fs), mount.join("data"))
+        } else {
+            (None, self.dir().join(format!("node-{id}")))
+        };
         let node = Node {
             id,
             mqtt,
             cluster,
             listen,
             http,
-            data_dir: self.dir().join(format!("node-{id}")),
+            data_dir,
             log: self.dir().join(format!("node-{id}.log")),
             join,
             child: Mutex::new(None),
             starts: 0,
+            disk,
         };
         self.nodes.push(node);
     }
@@ -334,6 +367,24 @@ impl Cluster {
     /// SIGKILL, keeping the data dir.
     pub fn kill(&mut self, id: u64) {
         self.node_mut(id).kill();
+    }
+
+    /// A power cut of the nodes `ids` at once: each is SIGKILLed, then its filesystem
+    /// drops every write the node had not fsynced. Needs [`Cluster::start_on_powerfs`].
+    pub fn power_loss(&mut self, ids: &[u64]) {
+        for &id in ids {
+            self.node_mut(id).kill();
+        }
+        for &id in ids {
+            let node = self.node(id);
+            let disk = node.disk.as_ref().expect("a cluster started on powerfs");
+            let report = disk.power_loss();
+            let mut log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&node.log)
+                .expect("node log file");
+            writeln!(log, "==== power loss: {report:?} ====").ok();
+        }
     }
 
     /// Starts a killed node again (same ports, data dir and flags) and waits until it
@@ -462,6 +513,13 @@ impl Cluster {
         self.faults.partition(&[&[id], &others]);
     }
 
+    /// Cuts the directed links `(from, to)`: what `from` sends to `to` is lost, what
+    /// `to` sends to `from` still arrives (a one-way partition). Adds to earlier cuts;
+    /// both directions of a pair cut just that link.
+    pub fn cut(&self, links: &[(u64, u64)]) {
+        self.faults.cut(links);
+    }
+
     /// Restores every cluster link.
     pub fn heal(&self) {
         self.faults.heal();
@@ -524,6 +582,8 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
             node.kill();
+            // Unmounted before the temp dir is removed.
+            node.disk = None;
         }
         if std::thread::panicking() {
             for node in &self.nodes {

@@ -35,6 +35,7 @@ pub mod prop {
     pub const ASSIGNED_CLIENT_ID: u8 = 0x12;
     pub const SERVER_KEEP_ALIVE: u8 = 0x13;
     pub const WILL_DELAY: u8 = 0x18;
+    pub const SERVER_REFERENCE: u8 = 0x1C;
     pub const REASON_STRING: u8 = 0x1F;
     pub const RECEIVE_MAXIMUM: u8 = 0x21;
     pub const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;

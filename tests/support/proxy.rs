@@ -5,11 +5,18 @@
 //! port, so every connection a peer opens to it goes through the proxy. Nodes bind the
 //! source of their outgoing cluster connections to their own IP (127.0.K.(j+1) for node
 //! `j`), so the proxy knows from the peer address which node is calling. A cut link
-//! `(from, to)`:
-//! - closes at once the proxied connections from `from` to `to`;
-//! - black-holes new ones: accepted, held open, what they send is read and dropped,
-//!   nothing is forwarded; they are closed when the link heals. A node thus sees what
-//!   a real network drop looks like: RPCs that never get an answer.
+//! `(from, to)` drops what `from` sends to `to`:
+//! - it closes at once the proxied connections between the two (either way);
+//! - new connections from `from` to `to` are black-holed: accepted, held open, what
+//!   they send is read and dropped, nothing is forwarded;
+//! - new connections from `to` to `from` (when `(to, from)` is not cut) are forwarded
+//!   one way: `to`'s requests arrive, `from`'s answers are dropped;
+//! - they are closed when the links change again. A node thus sees what a real
+//!   network drop looks like: RPCs that never get an answer.
+//!
+//! Cutting both directions of every link between groups is a partition
+//! ([`Faults::partition`]); one direction alone is a one-way partition
+//! ([`Faults::cut`]), where A hears B but B does not hear A.
 //!
 //! The proxies run on their own runtime (two threads shared by all clusters of the test
 //! process), so a test that blocks its own thread (e.g. running the `raftmq` CLI)
@@ -110,6 +117,13 @@ impl Faults {
         self.links.send_modify(|l| l.cut = cut);
     }
 
+    /// Cuts the directed links `(from, to)` (what `from` sends to `to` is dropped) in
+    /// addition to those already cut.
+    pub fn cut(&self, links: &[(u64, u64)]) {
+        self.links
+            .send_modify(|l| l.cut.extend(links.iter().copied()));
+    }
+
     /// Restores every link.
     pub fn heal(&self) {
         self.links.send_modify(|l| l.cut.clear());
@@ -168,6 +182,7 @@ async fn serve(
         black_hole(&mut inbound, &mut links, from, to).await;
         return;
     }
+    let answers_cut = from.is_some_and(|f| links.borrow().is_cut(Some(to), f));
     let Some(upstream) = upstream else { return };
     let Ok(Ok(mut outbound)) =
         tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream)).await
@@ -176,9 +191,23 @@ async fn serve(
     };
     let _ = inbound.set_nodelay(true);
     let _ = outbound.set_nodelay(true);
+    if answers_cut {
+        // One way only: the requests go through, the answers are read and dropped.
+        let (mut in_read, _in_write) = inbound.split();
+        let (mut out_read, mut out_write) = outbound.split();
+        let mut sink = vec![0u8; 16 * 1024];
+        let drop_answers =
+            async { while matches!(out_read.read(&mut sink).await, Ok(n) if n > 0) {} };
+        tokio::select! {
+            _ = tokio::io::copy(&mut in_read, &mut out_write) => {}
+            _ = drop_answers => {}
+            _ = until_changed(&mut links, from, to) => {}
+        }
+        return;
+    }
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-        _ = until_cut(&mut links, from, to) => {}
+        _ = until_changed(&mut links, from, to) => {}
     }
 }
 
@@ -208,16 +237,23 @@ async fn black_hole(
     }
 }
 
-/// Returns when the link `from → to` is cut or the cluster is gone.
-async fn until_cut(links: &mut watch::Receiver<Links>, from: Option<u64>, to: u64) {
+/// Returns when either direction between `from` and `to` changes (cut or healed), or
+/// the cluster is gone: the connection is then closed, and the next one follows the
+/// new links.
+async fn until_changed(links: &mut watch::Receiver<Links>, from: Option<u64>, to: u64) {
+    let state = |l: &Links| {
+        (
+            l.is_cut(from, to),
+            from.is_some_and(|f| l.is_cut(Some(to), f)),
+        )
+    };
+    let before = state(&links.borrow_and_update());
     loop {
-        {
-            let l = links.borrow_and_update();
-            if l.closed || l.is_cut(from, to) {
-                return;
-            }
-        }
         if links.changed().await.is_err() {
+            return;
+        }
+        let l = links.borrow_and_update();
+        if l.closed || state(&l) != before {
             return;
         }
     }

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::acl::Acl;
-use crate::cluster_api::{ClusterApi, ClusterError, ClusterFuture, NodeId};
+use crate::cluster_api::{ClusterApi, ClusterError, ClusterFuture, CutOff, NodeId};
 use crate::config::{Config, QueuePolicy};
 use crate::metrics::Metrics;
 use crate::packet::{MessageProperties, Protocol, QoS, Will};
@@ -128,6 +128,11 @@ pub(crate) struct Shared {
     next_conn_id: AtomicU64,
     /// Set once when the broker stops; every session is then woken to see it.
     pub shutting_down: AtomicBool,
+    /// Cut off from the cluster ([`crate::cluster_api::Engine::set_cut_off`]): client
+    /// connections close and new ones are refused while it is set.
+    pub cut_off: RwLock<Option<CutOff>>,
+    /// Mirrors `cut_off.is_some()` for the connections' lock-free check on each wake.
+    pub is_cut_off: AtomicBool,
     /// Whether the state, when last reset, counted clients as connected here: at
     /// start-up, the sessions of a crashed run (`release_orphans`).
     pub orphans: AtomicBool,
@@ -151,6 +156,29 @@ struct Target {
 }
 
 impl Shared {
+    /// Wakes every connection, to see a change that concerns them all (shutdown, cut
+    /// off).
+    pub(crate) fn wake_all(&self) {
+        let sessions: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in sessions {
+            s.wake.notify_waiters();
+        }
+    }
+
+    /// Where a cut-off node sends its clients, if cut off.
+    pub(crate) fn cut_off(&self) -> Option<CutOff> {
+        if !self.is_cut_off.load(Ordering::Acquire) {
+            return None;
+        }
+        read(&self.cut_off).clone()
+    }
+
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -607,6 +635,8 @@ impl Broker {
             retained: RwLock::new(RetainedStore::new()),
             next_conn_id: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
+            cut_off: RwLock::new(None),
+            is_cut_off: AtomicBool::new(false),
             orphans: AtomicBool::new(false),
         });
         cluster.attach(shared.clone()).await;
@@ -653,17 +683,7 @@ impl Broker {
         }
         tracing::info!("shutting down: closing client connections");
         self.shared.shutting_down.store(true, Ordering::Release);
-        let sessions: Vec<Arc<Session>> = self
-            .shared
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for s in sessions {
-            s.wake.notify_waiters();
-        }
+        self.shared.wake_all();
         drop(done_tx);
         let _ = tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await;
         Ok(())

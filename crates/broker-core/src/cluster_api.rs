@@ -60,4 +60,17 @@ pub trait Engine: Send + Sync + 'static {
     /// Publishes the will of a client whose node died (the leader does, once the
     /// cluster has committed that it fires).
     fn publish_will(&self, will: StoredMessage, username: Option<String>);
+    /// This node has heard from no leader (or, leading, from no majority) for longer
+    /// than the node-down time: its clients' sessions are being served elsewhere, or
+    /// will be, so it closes every client connection and refuses new ones until
+    /// `cut_off` is None again. 5.0 clients get reason 0x9C "use another server", with
+    /// `server_reference` when this node knows a peer that still hears the cluster.
+    fn set_cut_off(&self, cut_off: Option<CutOff>);
+}
+
+/// See [`Engine::set_cut_off`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CutOff {
+    /// The MQTT address of a node that still hears the cluster, if known.
+    pub server_reference: Option<String>,
 }

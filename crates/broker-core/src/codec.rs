@@ -1067,10 +1067,11 @@ fn read_disconnect(header: &Header, frame: Bytes, v5: bool) -> Result<Disconnect
         code: d.reason_code as u8,
         ..Disconnect::default()
     };
-    // Server Reference and user properties are dropped.
+    // User properties are dropped.
     if let Some(p) = d.properties {
         disconnect.session_expiry_interval = p.session_expiry_interval;
         disconnect.reason_string = p.reason_string;
+        disconnect.server_reference = p.server_reference;
     }
     Ok(disconnect)
 }
@@ -1432,6 +1433,7 @@ fn write_connack(c: &ConnAck, v5: bool, out: &mut BytesMut) -> Result<usize, Enc
     props.subscription_identifiers_available = c.subscription_identifiers_available;
     props.shared_subscription_available = c.shared_subscription_available;
     props.server_keep_alive = c.server_keep_alive;
+    props.server_reference = c.server_reference.clone();
     // Its property length counted at its longest (4 bytes).
     check_remaining(2 + 4 + props.len())?;
     let ack = v5::ConnAck {
@@ -1701,7 +1703,14 @@ fn write_disconnect(d: &Disconnect, out: &mut BytesMut) -> Result<usize, EncodeE
         "reason string",
         d.reason_string.as_deref().map(str::as_bytes),
     )?;
-    if d.session_expiry_interval.is_none() && d.reason_string.is_none() {
+    check_opt_field(
+        "server reference",
+        d.server_reference.as_deref().map(str::as_bytes),
+    )?;
+    if d.session_expiry_interval.is_none()
+        && d.reason_string.is_none()
+        && d.server_reference.is_none()
+    {
         // Written here: mqttbytes writes `E0 00` (even for an empty property section, its
         // "length 2" case) or `E0 01 rc`, which its own reader and rumqttc's refuse.
         out.put_slice(&[0xE0, 2, d.code, 0]);
@@ -1710,6 +1719,7 @@ fn write_disconnect(d: &Disconnect, out: &mut BytesMut) -> Result<usize, EncodeE
     let mut props = v5::DisconnectProperties::new();
     props.session_expiry_interval = d.session_expiry_interval;
     props.reason_string = d.reason_string.clone();
+    props.server_reference = d.server_reference.clone();
     let disconnect = v5::Disconnect {
         reason_code: code,
         properties: Some(props),
@@ -1955,6 +1965,7 @@ mod tests {
                     code: reason::DISCONNECT_WITH_WILL,
                     session_expiry_interval: Some(60),
                     reason_string: Some("bye".into()),
+                    server_reference: Some("other:1883".into()),
                 }),
                 Packet::Auth { code: 0x18 },
             ]);
@@ -2728,6 +2739,7 @@ mod tests {
             subscription_identifiers_available: Some(1),
             shared_subscription_available: Some(0),
             server_keep_alive: Some(45),
+            server_reference: Some("node2:1883".into()),
             user_properties: vec![("node".into(), "1".into())],
         };
         let v5::Packet::ConnAck(got) = read(Packet::ConnAck(ack)) else {
@@ -2748,6 +2760,7 @@ mod tests {
         assert_eq!(props.subscription_identifiers_available, Some(1));
         assert_eq!(props.shared_subscription_available, Some(0));
         assert_eq!(props.server_keep_alive, Some(45));
+        assert_eq!(props.server_reference.as_deref(), Some("node2:1883"));
         assert_eq!(props.user_properties, vec![("node".into(), "1".into())]);
 
         let refused = ConnAck {
@@ -2829,6 +2842,7 @@ mod tests {
             code: reason::SESSION_TAKEN_OVER,
             session_expiry_interval: None,
             reason_string: Some("another connection".into()),
+            server_reference: None,
         })) else {
             panic!()
         };

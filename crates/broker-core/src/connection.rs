@@ -56,6 +56,11 @@ enum Exit {
     KeepAlive,
     TakenOver,
     Shutdown,
+    /// This node is cut off from the cluster (`Engine::set_cut_off`): the client is
+    /// sent elsewhere (5.0: 0x9C, with a Server Reference when one is known).
+    CutOff {
+        server_reference: Option<String>,
+    },
     /// The cluster could not commit what this client sent: a 5.0 client gets `ack`
     /// (a failure reason code) before DISCONNECT 0x80, and reconnects, perhaps to a
     /// node that can; what it sent after that is refused (never a false ack, never
@@ -85,6 +90,7 @@ impl Exit {
             Exit::KeepAlive => Some(reason::KEEP_ALIVE_TIMEOUT),
             Exit::TakenOver => Some(reason::SESSION_TAKEN_OVER),
             Exit::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            Exit::CutOff { .. } => Some(reason::USE_ANOTHER_SERVER),
             Exit::Violation { code, .. } => Some(*code),
             // 0x88 (server unavailable) is a CONNACK code only.
             Exit::Unavailable { .. } => Some(reason::UNSPECIFIED_ERROR),
@@ -92,8 +98,10 @@ impl Exit {
         }
     }
 
+    /// Cut off, the node leaves the will to the cluster: the majority declares it dead
+    /// and publishes its clients' wills, once; a live client reconnects elsewhere.
     fn publishes_will(&self) -> bool {
-        !matches!(self, Exit::Disconnect { will: false })
+        !matches!(self, Exit::Disconnect { will: false } | Exit::CutOff { .. })
     }
 }
 
@@ -264,7 +272,20 @@ impl Connection {
             })
         };
         let open = Metrics::get(&shared.metrics.connections_open);
-        let refusal = if open > cfg.max_connections as u64 {
+        let refusal = if let Some(cut) = shared.cut_off() {
+            // Cut off, no claim could commit: say so now, not after the commit timeout.
+            let why = "cut off from the cluster: use another server";
+            tracing::info!(%peer, client_id = %c.client_id, "refused: {why}");
+            Some(Packet::ConnAck(ConnAck {
+                code: match cut.server_reference {
+                    Some(_) => reason::USE_ANOTHER_SERVER,
+                    None => reason::SERVER_UNAVAILABLE,
+                },
+                server_reference: cut.server_reference,
+                reason_string: Some(why.into()),
+                ..ConnAck::default()
+            }))
+        } else if open > cfg.max_connections as u64 {
             Some(refuse(reason::SERVER_BUSY, "too many connections"))
         } else if c.client_id.is_empty() && protocol == Protocol::V4 && !c.clean_start {
             Some(refuse(
@@ -426,6 +447,11 @@ impl Connection {
             }
             if !session.is_attached(self.conn_id) {
                 break Exit::TakenOver;
+            }
+            if let Some(cut) = self.shared.cut_off() {
+                break Exit::CutOff {
+                    server_reference: cut.server_reference,
+                };
             }
             // Fill the write buffer in one go: a subscriber fed by many publishers gets
             // one turn per wake-up, and should move as much as it can with it.
@@ -1172,10 +1198,15 @@ impl Connection {
                 Exit::Violation { why, .. } | Exit::Unavailable { why, .. } => why.as_str(),
                 _ => reason_text(code),
             };
+            let server_reference = match &exit {
+                Exit::CutOff { server_reference } => server_reference.clone(),
+                _ => None,
+            };
             self.send(&Packet::Disconnect(Disconnect {
                 code,
                 session_expiry_interval: None,
                 reason_string: Some(why.chars().take(200).collect()),
+                server_reference,
             }));
         }
         if !self.wbuf.is_empty() {
@@ -1228,6 +1259,7 @@ impl Connection {
             Exit::KeepAlive => "keep-alive timeout",
             Exit::TakenOver => "session taken over",
             Exit::Shutdown => "server shutting down",
+            Exit::CutOff { .. } => "cut off from the cluster: sent to another node",
         };
         tracing::info!(peer = %self.peer, client_id = %self.client_id, "client disconnected: {why}");
     }

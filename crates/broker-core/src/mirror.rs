@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::broker::{Message, Routed, Shared};
-use crate::cluster_api::{Engine, NodeId};
+use crate::cluster_api::{CutOff, Engine, NodeId};
 use crate::packet::QoS;
 use crate::replicated::{
     now_ms, pkid_for, Event, Outcome, SessionRecord, State, StoredMessage, Target,
@@ -15,6 +15,19 @@ use crate::replicated::{
 use crate::session::{Delivery, Enqueued, Inflight, Session, Stage};
 
 impl Engine for Shared {
+    fn set_cut_off(&self, cut_off: Option<CutOff>) {
+        let now = cut_off.is_some();
+        *self.cut_off.write().unwrap_or_else(|e| e.into_inner()) = cut_off;
+        if self
+            .is_cut_off
+            .swap(now, std::sync::atomic::Ordering::AcqRel)
+            != now
+            && now
+        {
+            self.wake_all();
+        }
+    }
+
     fn reset(&self, state: &State) {
         let orphans = state
             .sessions

@@ -70,6 +70,7 @@ pub mod reason {
     pub const QUOTA_EXCEEDED: u8 = 0x97;
     pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
     pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
+    pub const USE_ANOTHER_SERVER: u8 = 0x9C;
     pub const SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0x9E;
     pub const SUBSCRIPTION_IDS_NOT_SUPPORTED: u8 = 0xA1;
     pub const WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0xA2;
@@ -147,6 +148,8 @@ pub struct ConnAck {
     pub subscription_identifiers_available: Option<u8>,
     pub shared_subscription_available: Option<u8>,
     pub server_keep_alive: Option<u16>,
+    /// Where to connect instead (with 0x9C "use another server").
+    pub server_reference: Option<String>,
     pub user_properties: UserProperties,
 }
 
@@ -238,6 +241,8 @@ pub struct Disconnect {
     pub code: u8,
     pub session_expiry_interval: Option<u32>,
     pub reason_string: Option<String>,
+    /// Where to connect instead (with 0x9C "use another server").
+    pub server_reference: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,10 @@
 //! failover"):
 //!
 //! - every node watches whether it can commit (a leader it hears from, or, leading, a
-//!   quorum that answers) and logs and counts losing and regaining it;
+//!   quorum that answers) and logs and counts losing and regaining it; cut off for
+//!   longer than `RAFTMQ_NODE_DOWN_MS`, it closes its client connections and refuses
+//!   new ones (the majority has declared it dead and serves its clients' sessions),
+//!   sending 5.0 clients to a peer it still hears;
 //! - the leader declares a node dead once it has not answered for
 //!   `RAFTMQ_NODE_DOWN_MS` (default 3000), and back once it answers again;
 //! - the leader publishes the wills that are due (of the clients of dead nodes) and
@@ -15,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use broker_core::cluster_api::CutOff;
 use broker_core::replicated::{now_ms, Event, Outcome};
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
@@ -25,6 +29,9 @@ use crate::types::Cmd;
 
 /// How often the checks run.
 const TICK: Duration = Duration::from_millis(250);
+/// Silence from the leader (or, leading, from a majority) after which a node counts
+/// itself unable to commit.
+const QUORUM_SILENCE: Duration = Duration::from_secs(2);
 
 /// Failure handling, counted since this node started (for metrics and `/cluster`).
 #[derive(Debug, Default)]
@@ -87,6 +94,8 @@ fn node_down_after() -> Duration {
 pub async fn run(node: Arc<Node>) {
     let down_after = node_down_after();
     let mut quorum = false;
+    let mut cut_off = false;
+    let started = Instant::now();
     // When we last became leader: silence is counted from then at the earliest.
     let mut leading_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(TICK);
@@ -98,9 +107,17 @@ pub async fn run(node: Arc<Node>) {
             return;
         }
         let leader = m.state == ServerState::Leader;
+        // How long since this node last knew it was part of a working cluster.
+        let silence = match m.state {
+            ServerState::Leader => m.millis_since_quorum_ack.map(Duration::from_millis),
+            _ => node.leader_heard().map(|t| t.elapsed()),
+        }
+        .unwrap_or_else(|| started.elapsed());
         let now_quorum = match m.state {
-            ServerState::Leader => m.millis_since_quorum_ack.is_some_and(|ms| ms < 2 * 1000),
-            ServerState::Follower | ServerState::Learner => m.current_leader.is_some(),
+            ServerState::Leader => silence < QUORUM_SILENCE,
+            ServerState::Follower | ServerState::Learner => {
+                m.current_leader.is_some() && silence < QUORUM_SILENCE
+            }
             _ => false,
         };
         if now_quorum != quorum {
@@ -122,6 +139,23 @@ pub async fn run(node: Arc<Node>) {
             quorum = now_quorum;
         }
         node.quorum.store(quorum, Ordering::Relaxed);
+        let now_cut_off = !quorum && silence >= down_after;
+        if now_cut_off != cut_off {
+            cut_off = now_cut_off;
+            let reference = cut_off.then(|| server_reference(&node, &m, down_after));
+            match &reference {
+                Some(to) => tracing::warn!(
+                    silent_ms = silence.as_millis() as u64,
+                    server_reference = ?to,
+                    "cut off from the cluster for longer than the node-down time: closing \
+                     client connections (they resume on another node) and refusing new ones"
+                ),
+                None => tracing::info!("serving clients again"),
+            }
+            if let Some(engine) = node.engine() {
+                engine.set_cut_off(reference.map(|server_reference| CutOff { server_reference }));
+            }
+        }
         let dead = node.sm.read(|app| app.state.down.clone()).await;
         *node.down.lock().unwrap_or_else(|e| e.into_inner()) = dead.iter().copied().collect();
         if !leader {
@@ -165,6 +199,30 @@ pub async fn run(node: Arc<Node>) {
         events.extend(due);
         commit_all(&node, events).await;
     }
+}
+
+/// The MQTT address of a member that answered us within `within` (so probably on the
+/// majority's side), for clients sent away from a cut-off node; None if there is none,
+/// or it listens on a wildcard address a client cannot dial.
+fn server_reference(
+    node: &Node,
+    m: &openraft::RaftMetrics<u64, crate::types::NodeInfo>,
+    within: Duration,
+) -> Option<String> {
+    m.membership_config
+        .membership()
+        .nodes()
+        .filter(|(id, _)| **id != node.id)
+        .filter(|(id, _)| {
+            node.contacts
+                .last(**id)
+                .is_some_and(|t| t.elapsed() < within)
+        })
+        .map(|(_, info)| info.mqtt_addr.clone())
+        .find(|addr| {
+            addr.parse::<std::net::SocketAddr>()
+                .map_or(true, |a| !a.ip().is_unspecified())
+        })
 }
 
 /// Commits the leader's events as the leader, in one entry, never through another

@@ -10,6 +10,7 @@ use broker_core::broker::Message;
 use broker_core::cluster_api::{ClusterError, ClusterFuture, NodeId};
 use broker_core::replicated::{Event, Outcome, StoredMessage, Target};
 use broker_core::{ClusterApi, Engine};
+use openraft::raft::AppendEntriesResponse;
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
@@ -68,6 +69,9 @@ pub struct Node {
     pub(crate) counters: Counters,
     /// Whether we can commit, as the failover watch last saw it.
     pub(crate) quorum: std::sync::atomic::AtomicBool,
+    /// When a leader last reached us (AppendEntries or a snapshot it sent, accepted
+    /// as from the current leader): a follower's measure of being cut off.
+    pub(crate) leader_heard: Mutex<Option<Instant>>,
     /// Nodes declared dead, as last read from the state (for `status`).
     pub(crate) down: Mutex<Vec<NodeId>>,
     proposals: mpsc::UnboundedSender<Proposal>,
@@ -180,6 +184,7 @@ impl Node {
             // Until the watch has looked: a node starts as if it could, so that its
             // first publishes are not held for nothing.
             quorum: std::sync::atomic::AtomicBool::new(true),
+            leader_heard: Mutex::new(None),
             proposals: tx,
             forwards: Mutex::new(HashMap::new()),
             membership: tokio::sync::Mutex::new(()),
@@ -254,6 +259,15 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// When a leader last reached us, if ever.
+    pub(crate) fn leader_heard(&self) -> Option<Instant> {
+        *self.leader_heard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn heard_leader(&self) {
+        *self.leader_heard.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
     pub(crate) fn engine(&self) -> Option<&Arc<dyn Engine>> {
@@ -660,9 +674,21 @@ async fn connection(node: Arc<Node>, mut stream: TcpStream) {
             }
         };
         let resp = match req {
-            Request::Append(r) => Response::Append(node.raft.append_entries(r).await),
+            Request::Append(r) => {
+                let resp = node.raft.append_entries(r).await;
+                if matches!(&resp, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                    node.heard_leader();
+                }
+                Response::Append(resp)
+            }
             Request::Vote(r) => Response::Vote(node.raft.vote(r).await),
-            Request::Snapshot(r) => Response::Snapshot(node.raft.install_snapshot(r).await),
+            Request::Snapshot(r) => {
+                let resp = node.raft.install_snapshot(r).await;
+                if resp.is_ok() {
+                    node.heard_leader();
+                }
+                Response::Snapshot(resp)
+            }
             Request::Write(cmd) => Response::Write(node.leader_write(cmd).await),
             Request::Join { id, node: info } => Response::Done(node.add_member(id, info).await),
             Request::Remove { id } => Response::Done(node.remove_member(id).await),

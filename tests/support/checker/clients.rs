@@ -216,5 +216,9 @@ fn record(seen: &mut Seen, p: &Publish) {
     *n += 1;
     if *n == 1 {
         seen.first.entry(id).or_default().push(seq);
+        let now = Instant::now();
+        if let Some(last) = seen.last_new.replace(now) {
+            seen.worst_gap = seen.worst_gap.max(now - last);
+        }
     }
 }

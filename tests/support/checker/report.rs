@@ -21,6 +21,8 @@ pub struct Report {
     pub qos2_resends: u64,
     pub reconnects: u32,
     pub left_open: usize,
+    /// The longest a subscriber waited between two new messages.
+    pub worst_gap: Duration,
     pub elapsed: Duration,
     pub failures: Vec<String>,
 }
@@ -68,6 +70,7 @@ impl Report {
             qos2_resends: seen().map(|s| u64::from(s.qos2_resends)).sum(),
             reconnects: rec.reconnects,
             left_open: rec.watched.len(),
+            worst_gap: seen().map(|s| s.worst_gap).max().unwrap_or_default(),
             elapsed,
             failures,
         }
@@ -141,7 +144,7 @@ impl fmt::Display for Report {
             f,
             "[{}] published {} (acked {}, refused {}, unknown {}), delivered {}, \
              duplicates {} (+{} QoS 2 resends), reconnects {}, connections left open {}, \
-             {:.1}s, {}",
+             worst delivery gap {:.1}s, {:.1}s, {}",
             self.name,
             self.published,
             self.acked,
@@ -152,6 +155,7 @@ impl fmt::Display for Report {
             self.qos2_resends,
             self.reconnects,
             self.left_open,
+            self.worst_gap.as_secs_f32(),
             self.elapsed.as_secs_f32(),
             match self.failures.len() {
                 0 => "all checks passed".to_string(),
