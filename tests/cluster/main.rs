@@ -25,3 +25,4 @@ mod t70_failover;
 mod t70_qos2_handoff;
 mod t72_partitions;
 mod t75_power_loss;
+mod t76_damaged_data_dir;

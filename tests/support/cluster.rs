@@ -399,6 +399,24 @@ impl Cluster {
         self.node_mut(id).spawn();
     }
 
+    /// Waits (bounded) until node `id`'s process exits by itself; its status and what
+    /// it logged in this run.
+    pub async fn wait_exit(&self, id: u64) -> (ExitStatus, String) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            if let Some(status) = self.node(id).exited() {
+                let log = self.node(id).log();
+                let this_run = log.rsplit("==== start #").next().unwrap_or_default();
+                return (status, this_run.to_string());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} still running after {CLUSTER_TIMEOUT:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// `GET /cluster` of node `id`, or why not.
     pub async fn try_status(&self, id: u64) -> Result<Value, String> {
         let (code, body) = http_get(self.node(id).http, "/cluster").await?;

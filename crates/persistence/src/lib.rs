@@ -27,6 +27,9 @@
 //!   snapshot before `install_snapshot` returns. `save_committed`, `truncate` and `purge`
 //!   are not synced on their own: losing them only re-applies or re-truncates on restart,
 //!   and the next synced write (sled's log is one sequence) carries them anyway.
+//! - Damage (a bad sector, a truncated file) makes sled replay its log only up to the
+//!   damage, silently. `watermark.rs` records, outside sled, how far the log and the
+//!   vote had been made durable, and [`open`] refuses a log that ends below that.
 //! - The proof is a test, not this text: tests/powerfs is a filesystem that keeps writes
 //!   in memory until they are fsynced and drops the rest on a simulated power cut; the
 //!   power-loss scenarios in tests/cluster run the broker on it.
@@ -38,6 +41,7 @@ mod codec;
 mod disk;
 mod log_store;
 mod state_machine;
+mod watermark;
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -86,11 +90,14 @@ where
         path: path.clone(),
         source,
     };
-    let log = LogStore::new(&disk).map_err(sled_err)?;
-    log.check().map_err(|what| OpenError::Corrupt {
+    let corrupt = |what| OpenError::Corrupt {
         path: path.clone(),
         what,
-    })?;
+    };
+    let (watermark, mark) = watermark::Watermark::open(&path).map_err(corrupt)?;
+    let log = LogStore::new(&disk, watermark).map_err(sled_err)?;
+    log.check().map_err(corrupt)?;
+    log.check_watermark(mark).map_err(corrupt)?;
     let sm = StateMachineStore::load(&disk).map_err(|e| match e {
         state_machine::LoadError::Sled(source) => OpenError::Sled {
             path: path.clone(),
@@ -105,6 +112,14 @@ where
 }
 
 fn map_open_error(path: &Path, e: sled::Error) -> OpenError {
+    if let sled::Error::Corruption { .. } = &e {
+        return OpenError::Corrupt {
+            path: path.to_path_buf(),
+            what: format!(
+                "sled finds its files damaged ({e}) (see README, \"Recovering a damaged node\")"
+            ),
+        };
+    }
     if let sled::Error::Io(io) = &e {
         // sled 0.34 reports a held lock as `Other` with this message; fs2 may surface
         // `WouldBlock` directly.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::codec::{self, Msg};
 use crate::disk::Disk;
+use crate::watermark::{self, Mark, Watermark};
 
 const LOG_TREE: &str = "raft_log";
 const META_TREE: &str = "raft_meta";
@@ -29,6 +30,7 @@ type SResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
 /// a clone is also the [`RaftLogStorage::LogReader`].
 pub struct LogStore<C: RaftTypeConfig> {
     disk: Arc<Disk>,
+    watermark: Arc<Watermark>,
     log: sled::Tree,
     meta: sled::Tree,
     _c: PhantomData<C>,
@@ -38,6 +40,7 @@ impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         Self {
             disk: self.disk.clone(),
+            watermark: self.watermark.clone(),
             log: self.log.clone(),
             meta: self.meta.clone(),
             _c: PhantomData,
@@ -54,9 +57,10 @@ impl<C: RaftTypeConfig> Debug for LogStore<C> {
 }
 
 impl<C: RaftTypeConfig> LogStore<C> {
-    pub(crate) fn new(disk: &Arc<Disk>) -> Result<Self, sled::Error> {
+    pub(crate) fn new(disk: &Arc<Disk>, watermark: Arc<Watermark>) -> Result<Self, sled::Error> {
         Ok(Self {
             disk: disk.clone(),
+            watermark,
             log: disk.db().open_tree(LOG_TREE)?,
             meta: disk.db().open_tree(META_TREE)?,
             _c: PhantomData,
@@ -86,6 +90,18 @@ impl<C: RaftTypeConfig> LogStore<C> {
             }
         }
         Ok(())
+    }
+
+    /// Refuses a log or vote that ends below what the watermark says was durable.
+    pub(crate) fn check_watermark(&self, mark: Mark) -> Result<(), String> {
+        let last_purged = self.get_meta::<LogId<C::NodeId>>(KEY_LAST_PURGED)?;
+        let last = match self.log.last().map_err(|e| e.to_string())? {
+            Some((k, _)) => Some(key_index(&k)?),
+            None => None,
+        };
+        let last_index = last.max(last_purged.map(|l| l.index));
+        let vote = self.get_meta::<Vote<C::NodeId>>(KEY_VOTE)?;
+        watermark::check(mark, last_index, vote.map(|v| v.leader_id.term))
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, String> {
@@ -205,6 +221,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
             .flush()
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.watermark.vote_durable(vote.leader_id.term);
         Ok(())
     }
 
@@ -239,8 +256,10 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut last = None;
         for entry in entries {
             let idx = entry.get_log_id().index;
+            last = Some(idx);
             let bytes = codec::encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             batch.insert(&idx.to_be_bytes(), bytes);
         }
@@ -249,6 +268,9 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
             .map_err(|e| StorageIOError::write_logs(&e))?;
         // Entries are readable now; acknowledge durability only after the fsync.
         let res = self.disk.flush().await;
+        if let (Ok(()), Some(last)) = (&res, last) {
+            self.watermark.log_durable(last);
+        }
         let err = res
             .as_ref()
             .err()
@@ -262,6 +284,9 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
         tracing::debug!(%log_id, "truncate log from");
+        self.watermark
+            .truncating(log_id.index)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
         self.remove_entries(log_id.index.to_be_bytes()..)
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
