@@ -24,5 +24,7 @@ mod t60_flags;
 mod t70_failover;
 mod t70_qos2_handoff;
 mod t72_partitions;
+mod t74_pauses;
 mod t75_power_loss;
 mod t76_damaged_data_dir;
+mod t78_clock_jumps;

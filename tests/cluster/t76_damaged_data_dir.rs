@@ -15,6 +15,9 @@ use crate::t70_failover::{bounded, others};
 
 const PROGRESS: usize = 30;
 
+/// One way of damaging a data dir.
+type Damage = fn(&Path);
+
 /// Overwrites 64 bytes in the middle of sled's log file.
 fn scribble_on_the_log(data_dir: &Path) {
     use std::io::{Seek, SeekFrom, Write};
@@ -48,7 +51,10 @@ async fn assert_refused(c: &mut Cluster, id: u64, what: &str) {
         log.contains("damaged") || log.contains("corrupt"),
         "{what}: no clear error; log:\n{log}"
     );
-    let line = log.lines().find(|l| l.contains("raftmq: error")).unwrap_or_default();
+    let line = log
+        .lines()
+        .find(|l| l.contains("raftmq: error"))
+        .unwrap_or_default();
     println!("[damaged data dir] {what}: refused: {line}");
 }
 
@@ -61,7 +67,10 @@ async fn a_damaged_follower_refuses_then_rejoins() {
         let mut c = Cluster::start(3).await;
         let leader = c.wait_leader().await;
         // Not node 1: the others were started with `--join`, which a wiped node needs.
-        let victim = *others(&c, leader).iter().find(|&&id| id != 1).expect("a follower");
+        let victim = *others(&c, leader)
+            .iter()
+            .find(|&&id| id != 1)
+            .expect("a follower");
         let load = Load::spread(&c.ids()).offline_subscriber(leader);
         let checker = Checker::start(&c, name, load).await;
         checker.wait_acked(3 * PROGRESS, CLUSTER_TIMEOUT).await;
@@ -104,7 +113,7 @@ async fn a_damaged_single_node_refuses_to_start() {
         let dir = c.node(1).data_dir.clone();
         let saved = c.dir().join("saved");
         copy_dir(&dir, &saved);
-        let damages: [(&str, fn(&Path)); 4] = [
+        let damages: [(&str, Damage); 4] = [
             ("bytes overwritten in the log", scribble_on_the_log),
             ("the log cut to half", truncate_the_log),
             ("a garbled watermark", |d| {

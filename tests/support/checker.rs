@@ -34,9 +34,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::cluster::Cluster;
+use super::codec::Packet;
 use super::codec::{self, Version};
-use super::raw::Raw;
-use super::roaming::{self, Roamer};
+use super::raw::{Raw, Recv};
+use super::roaming::Roamer;
 
 mod clients;
 mod report;
@@ -179,6 +180,8 @@ struct Watched {
     what: String,
     since: Instant,
     closed: Option<Instant>,
+    /// What the broker sent on it (DISCONNECT aside), and when.
+    after: Vec<(Instant, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -203,6 +206,11 @@ struct Shared {
     wake_offline: AtomicBool,
     /// Tasks watching connections; aborted at the end.
     watchers: Mutex<Vec<JoinHandle<()>>>,
+    /// A node the clients leave (as clients of a node that stopped answering do).
+    avoid: Mutex<Option<SocketAddr>>,
+    /// From when on anything the broker sends on a connection its client left is a
+    /// failure ([`Checker::silent_superseded_from_now`]).
+    silent_from: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -218,19 +226,48 @@ impl Shared {
                 what,
                 since: Instant::now(),
                 closed: None,
+                after: Vec::new(),
             });
             rec.watched.len() - 1
         };
         let shared = self.clone();
         let task = tokio::spawn(async move {
-            if roaming::wait_closed(conn, Duration::from_secs(3600)).await {
-                shared.rec().watched[i].closed = Some(Instant::now());
+            let mut conn = conn;
+            loop {
+                match conn.try_recv(Duration::from_secs(3600)).await {
+                    Recv::Packet(Packet::Disconnect { .. }) => {}
+                    Recv::Packet(p) => {
+                        let what = format!("{p:?}").chars().take(120).collect();
+                        shared.rec().watched[i].after.push((Instant::now(), what));
+                    }
+                    Recv::Closed => {
+                        shared.rec().watched[i].closed = Some(Instant::now());
+                        return;
+                    }
+                    Recv::Timeout => return,
+                }
             }
         });
         self.watchers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(task);
+    }
+
+    /// Leaves the current connection if it is to the node clients are told to avoid
+    /// (watching it: the broker must close it once the session moves); whether it did.
+    fn leave_avoided(self: &Arc<Self>, r: &mut Roamer) -> bool {
+        let avoid = *self.avoid.lock().unwrap_or_else(|e| e.into_inner());
+        if avoid.is_none() || r.node() != avoid {
+            return false;
+        }
+        if let Some(conn) = r.abandon() {
+            self.watch(
+                format!("{} (left a node that stopped answering)", r.id),
+                conn,
+            );
+        }
+        true
     }
 
     fn note_roamer(&self, r: &Roamer) {
@@ -281,6 +318,8 @@ impl Checker {
             stop_subscribers: AtomicBool::new(false),
             wake_offline: AtomicBool::new(false),
             watchers: Mutex::new(Vec::new()),
+            avoid: Mutex::new(None),
+            silent_from: Mutex::new(None),
         });
         let mut subscribers = Vec::new();
         for s in &load.subscribers {
@@ -319,6 +358,23 @@ impl Checker {
             publishers,
             subscribers,
         }
+    }
+
+    /// Clients connected to `node` leave it for the next node, as clients do when their
+    /// node stops answering (a SIGSTOP); `None` ends that.
+    pub fn avoid(&self, node: Option<SocketAddr>) {
+        *self.shared.avoid.lock().unwrap_or_else(|e| e.into_inner()) = node;
+    }
+
+    /// From now on, anything the broker sends on a connection that its client has
+    /// left (a PUBLISH, an acknowledgement) fails the run: the node that served it
+    /// has lost the session and must not act for it.
+    pub fn silent_superseded_from_now(&self) {
+        *self
+            .shared
+            .silent_from
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
     /// Messages acknowledged so far.
@@ -396,7 +452,30 @@ impl Checker {
         for t in std::mem::take(&mut self.subscribers) {
             let _ = t.await;
         }
-        let report = Report::of(&self.name, &self.shared.rec(), self.started.elapsed());
+        let silent_from = *self
+            .shared
+            .silent_from
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut report = Report::of(&self.name, &self.shared.rec(), self.started.elapsed());
+        if let Some(from) = silent_from {
+            for w in &self.shared.rec().watched {
+                let late: Vec<&String> = w
+                    .after
+                    .iter()
+                    .filter(|(t, _)| *t >= from)
+                    .map(|(_, p)| p)
+                    .collect();
+                if !late.is_empty() {
+                    report.failures.push(format!(
+                        "sent on a superseded connection, {}: {} packets, e.g. {:?}",
+                        w.what,
+                        late.len(),
+                        late.iter().take(3).collect::<Vec<_>>()
+                    ));
+                }
+            }
+        }
         for w in &self.shared.rec().watched {
             let closed = match w.closed {
                 Some(t) => format!(

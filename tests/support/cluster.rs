@@ -50,6 +50,8 @@ const LOG_TAIL: usize = 150;
 pub const PROBE: &[u8] = b"probe";
 
 static NEXT_CLUSTER: AtomicU8 = AtomicU8::new(0);
+/// Debian's libfaketime (package `libfaketime`).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// One node: its addresses, data dir and (while running) its process.
 pub struct Node {
@@ -69,6 +71,8 @@ pub struct Node {
     starts: u32,
     /// The filesystem holding `data_dir`, when the cluster runs on power-loss disks.
     disk: Option<powerfs::PowerFs>,
+    /// The file libfaketime reads the node's wall-clock offset from, when faked.
+    clock: Option<PathBuf>,
 }
 
 impl Node {
@@ -144,6 +148,17 @@ impl Node {
             .args(&args)
             // Snapshots every 100 entries: a node that was down catches up by one.
             .env("RAFTMQ_SNAPSHOT_LOGS", "100")
+            .envs(self.clock.iter().flat_map(|file| {
+                [
+                    ("LD_PRELOAD", LIBFAKETIME.to_string()),
+                    ("FAKETIME_TIMESTAMP_FILE", file.display().to_string()),
+                    // Read at every call, so that the test can move it.
+                    ("FAKETIME_NO_CACHE", "1".to_string()),
+                    // Timers and timeouts run on the monotonic clock: only the wall
+                    // clock jumps.
+                    ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log file"))
             .stderr(log)
@@ -193,6 +208,8 @@ pub struct Cluster {
     faults: Faults,
     /// Whether new nodes get a power-loss filesystem for their data dir.
     powerfs: bool,
+    /// Whether new nodes run under libfaketime ([`Cluster::set_clock`]).
+    faketime: bool,
 }
 
 impl Cluster {
@@ -212,6 +229,30 @@ impl Cluster {
         std::fs::create_dir(&probe).expect("probe dir");
         powerfs::try_mount(&probe)?;
         Some(Cluster::start_with(n, cluster).await)
+    }
+
+    /// [`Cluster::start`] with each node's wall clock under the test's control
+    /// ([`Cluster::set_clock`], libfaketime); `None` (after printing "skipped: no
+    /// libfaketime") where the library is not installed.
+    pub async fn start_with_faketime(n: usize) -> Option<Cluster> {
+        if !Path::new(LIBFAKETIME).exists() {
+            eprintln!("skipped: no libfaketime ({LIBFAKETIME}; apt-get install libfaketime)");
+            return None;
+        }
+        let mut cluster = Cluster::empty();
+        cluster.faketime = true;
+        Some(Cluster::start_with(n, cluster).await)
+    }
+
+    /// Moves node `id`'s wall clock to `offset` from the real time (libfaketime's
+    /// syntax: `+1h`, `-1h`, `+0`); its monotonic clock is left alone.
+    pub fn set_clock(&self, id: u64, offset: &str) {
+        let file = self
+            .node(id)
+            .clock
+            .as_ref()
+            .expect("a cluster started with faketime");
+        std::fs::write(file, format!("{offset}\n")).expect("clock file");
     }
 
     async fn start_with(n: usize, mut cluster: Cluster) -> Cluster {
@@ -240,6 +281,7 @@ impl Cluster {
             nodes: Vec::new(),
             faults: Faults::new(net),
             powerfs: false,
+            faketime: false,
         }
     }
 
@@ -296,6 +338,11 @@ impl Cluster {
         } else {
             (None, self.dir().join(format!("node-{id}")))
         };
+        let clock = self.faketime.then(|| {
+            let file = self.dir().join(format!("node-{id}.clock"));
+            std::fs::write(&file, "+0\n").expect("clock file");
+            file
+        });
         let node = Node {
             id,
             mqtt,
@@ -308,6 +355,7 @@ impl Cluster {
             child: Mutex::new(None),
             starts: 0,
             disk,
+            clock,
         };
         self.nodes.push(node);
     }
@@ -367,6 +415,29 @@ impl Cluster {
     /// SIGKILL, keeping the data dir.
     pub fn kill(&mut self, id: u64) {
         self.node_mut(id).kill();
+    }
+
+    /// SIGSTOP: the process stops, its sockets stay open (a stalled VM, a GC pause).
+    pub fn pause(&self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Cluster::pause`].
+    pub fn resume(&self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    fn signal(&self, id: u64, signal: libc::c_int) {
+        let pid = self.node(id).child().as_ref().map(|c| c.id());
+        let pid = pid.unwrap_or_else(|| panic!("node {id} is not running"));
+        // SAFETY: kill(2) on a child process we started and have not reaped.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// A power cut of the nodes `ids` at once: each is SIGKILLed, then its filesystem

@@ -64,6 +64,11 @@ impl Roamer {
         self.conn.is_some()
     }
 
+    /// The node this client is connected to, if any.
+    pub fn node(&self) -> Option<SocketAddr> {
+        self.conn.as_ref().map(|_| self.nodes[self.at])
+    }
+
     /// The CONNECT of this session: clean session 0 (3.1.1), or clean start 0 with an
     /// hour of session expiry (5.0); no keep-alive, so an idle client is never timed out.
     fn connect_packet(&self) -> Connect {
@@ -125,7 +130,7 @@ impl Roamer {
 
     /// Leaves the current connection without closing it, to move to another node:
     /// the broker must close it once the session is taken over elsewhere. The caller
-    /// watches that with [`wait_closed`].
+    /// watches it (the checker's `Shared::watch`).
     pub fn abandon(&mut self) -> Option<Raw> {
         self.at = (self.at + 1) % self.nodes.len();
         self.conn.take()
@@ -179,22 +184,6 @@ impl Roamer {
                 Recv::Packet(_) => {}
                 _ => return false,
             }
-        }
-    }
-}
-
-/// Waits until the broker closes `conn` (reading and dropping whatever it sends), up
-/// to `within`; returns whether it did.
-pub async fn wait_closed(mut conn: Raw, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        match conn
-            .try_recv(deadline.saturating_duration_since(Instant::now()))
-            .await
-        {
-            Recv::Packet(_) => {}
-            Recv::Closed => return true,
-            Recv::Timeout => return false,
         }
     }
 }

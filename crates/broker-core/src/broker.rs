@@ -100,6 +100,9 @@ pub(crate) struct Routed {
 /// timeouts, the cluster layer's retry included).
 const LATE_CLAIM: Duration = Duration::from_secs(30);
 
+/// Pause between two attempts to commit the end of a connection.
+const RELEASE_RETRY: Duration = Duration::from_secs(1);
+
 /// Sessions owned by other nodes, by node: one forwarded copy per node.
 type Remote = Vec<(NodeId, Vec<DurableTarget>)>;
 
@@ -133,6 +136,10 @@ pub(crate) struct Shared {
     pub cut_off: RwLock<Option<CutOff>>,
     /// Mirrors `cut_off.is_some()` for the connections' lock-free check on each wake.
     pub is_cut_off: AtomicBool,
+    /// The lease ([`crate::cluster_api::Engine::renew_lease`]): until when this node
+    /// may serve, in ms since `started`; `u64::MAX` before the first renewal.
+    pub lease_until_ms: AtomicU64,
+    pub started: std::time::Instant,
     /// Whether the state, when last reset, counted clients as connected here: at
     /// start-up, the sessions of a crashed run (`release_orphans`).
     pub orphans: AtomicBool,
@@ -171,12 +178,14 @@ impl Shared {
         }
     }
 
-    /// Where a cut-off node sends its clients, if cut off.
+    /// Where a cut-off node sends its clients, if cut off (told so, or its lease ran
+    /// out before the cluster could tell it).
     pub(crate) fn cut_off(&self) -> Option<CutOff> {
-        if !self.is_cut_off.load(Ordering::Acquire) {
-            return None;
+        if self.is_cut_off.load(Ordering::Acquire) {
+            return Some(read(&self.cut_off).clone().unwrap_or_default());
         }
-        read(&self.cut_off).clone()
+        let now = self.started.elapsed().as_millis() as u64;
+        (now >= self.lease_until_ms.load(Ordering::Acquire)).then(CutOff::default)
     }
 
     pub fn next_conn_id(&self) -> u64 {
@@ -430,7 +439,14 @@ impl Shared {
 
     /// Detaches connection `conn_id` from `session` (if it still holds it) and starts the
     /// session's expiry. Returns the generation the session had, for will timers.
-    pub fn detach(self: &Arc<Self>, session: &Arc<Session>, conn_id: u64) -> Option<u64> {
+    /// `orphaned`: the connection ended because this node is cut off, and its will is
+    /// left to the cluster ([`Event::Orphaned`]).
+    pub fn detach(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        conn_id: u64,
+        orphaned: bool,
+    ) -> Option<u64> {
         let (generation, epoch, expiry) = {
             let mut st = session.lock();
             if st.attached.as_ref().map(|a| a.conn_id) != Some(conn_id) {
@@ -443,7 +459,19 @@ impl Shared {
             (st.generation, st.epoch, st.expiry_secs)
         };
         session.room.notify_waiters();
-        self.release(session, epoch, expiry);
+        match orphaned {
+            false => self.release(session, epoch, expiry),
+            true => self.commit_until_done(
+                session,
+                epoch,
+                Event::Orphaned {
+                    client_id: session.client_id.to_string(),
+                    epoch,
+                    expiry_secs: expiry,
+                    at_ms: now_ms(),
+                },
+            ),
+        }
         Some(generation)
     }
 
@@ -451,13 +479,40 @@ impl Shared {
     /// gone, which ends a clean session everywhere and starts a persistent one's
     /// expiry (the leader ends it when that runs out, unless its client came back).
     pub fn release(&self, session: &Arc<Session>, epoch: u64, expiry: u32) {
-        // Queued, not awaited: a reconnect's claim is proposed after it, so applied after.
-        drop(self.cluster.commit(Event::Release {
+        let event = Event::Release {
             client_id: session.client_id.to_string(),
             epoch,
             expiry_secs: expiry,
             at_ms: now_ms(),
-        }));
+        };
+        self.commit_until_done(session, epoch, event);
+    }
+
+    /// Commits the end of `session`'s connection of `epoch`, again and again while the
+    /// cluster cannot commit (cut off, no leader), until it is committed or the session
+    /// has moved on: a session must not stay "connected" to a connection that is gone,
+    /// never to expire nor fire its will. The first proposal is queued now, not
+    /// awaited: a reconnect's claim is proposed after it, so applied after.
+    fn commit_until_done(&self, session: &Arc<Session>, epoch: u64, event: Event) {
+        let first = self.cluster.commit(event.clone());
+        let cluster = self.cluster.clone();
+        let session = session.clone();
+        tokio::spawn(async move {
+            let mut attempt = first;
+            loop {
+                if attempt.await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(RELEASE_RETRY).await;
+                let st = session.lock();
+                // Claimed again (here or elsewhere): the newer connection decides.
+                if st.epoch != epoch || st.attached.is_some() {
+                    return;
+                }
+                drop(st);
+                attempt = cluster.commit(event.clone());
+            }
+        });
     }
 
     /// A claim that timed out (its client was refused) may still be committed later,
@@ -637,6 +692,8 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             cut_off: RwLock::new(None),
             is_cut_off: AtomicBool::new(false),
+            lease_until_ms: AtomicU64::new(u64::MAX),
+            started: std::time::Instant::now(),
             orphans: AtomicBool::new(false),
         });
         cluster.attach(shared.clone()).await;

@@ -66,6 +66,12 @@ pub trait Engine: Send + Sync + 'static {
     /// `cut_off` is None again. 5.0 clients get reason 0x9C "use another server", with
     /// `server_reference` when this node knows a peer that still hears the cluster.
     fn set_cut_off(&self, cut_off: Option<CutOff>);
+    /// This node may serve its clients until `until`, unless renewed: the cluster
+    /// renews it while it hears from a leader (or, leading, from a majority). Checked
+    /// by every connection before it writes, so a node that was paused or cut off for
+    /// longer than the lease sends nothing more for sessions that may have moved on,
+    /// even before the cluster tells it so.
+    fn renew_lease(&self, until: std::time::Instant);
 }
 
 /// See [`Engine::set_cut_off`].

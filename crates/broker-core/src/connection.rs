@@ -1189,9 +1189,27 @@ impl Connection {
     /// Says goodbye (v5 DISCONNECT when we close), flushes, detaches the session, deals
     /// with the will, and lingers when we are the one closing.
     async fn close(mut self, mut stream: TcpStream, exit: Exit) {
-        let server_reason = exit.server_reason();
+        // Cut off (or past its lease), the node says nothing but "use another server",
+        // whatever ended the connection: not even a failure code, which would end a
+        // flow the client may be carrying on with the node that has its session now.
+        let exit = match self.shared.cut_off() {
+            Some(cut) if exit.server_reason().is_some() => Exit::CutOff {
+                server_reference: cut.server_reference,
+            },
+            _ => exit,
+        };
+        let mut server_reason = exit.server_reason();
         if let Exit::Unavailable { ack: Some(ack), .. } = &exit {
             self.send(ack);
+        }
+        if matches!(exit, Exit::CutOff { .. }) {
+            // Nothing more for this session from here: it may be served elsewhere by
+            // now. Output that never left goes to the new owner from the durable queue.
+            // A buffer cut mid-packet gets no DISCONNECT after it, only the close.
+            if !self.wbuf.is_empty() {
+                server_reason = None;
+            }
+            self.wbuf.clear();
         }
         if let (Protocol::V5, Some(code)) = (self.protocol, server_reason) {
             let why = match &exit {
@@ -1220,7 +1238,8 @@ impl Connection {
             // reached us instead.
             self.session.wake.notify_one();
         }
-        let generation = shared.detach(&self.session, self.conn_id);
+        let orphaned = matches!(exit, Exit::CutOff { .. });
+        let generation = shared.detach(&self.session, self.conn_id, orphaned);
         // Cut off and declared dead, this node's clients had their wills published by
         // the cluster already.
         let will_taken = self.session.lock().will_taken == Some(self.conn_id);

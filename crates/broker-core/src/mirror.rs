@@ -15,6 +15,12 @@ use crate::replicated::{
 use crate::session::{Delivery, Enqueued, Inflight, Session, Stage};
 
 impl Engine for Shared {
+    fn renew_lease(&self, until: std::time::Instant) {
+        let ms = until.saturating_duration_since(self.started).as_millis() as u64;
+        self.lease_until_ms
+            .store(ms, std::sync::atomic::Ordering::Release);
+    }
+
     fn set_cut_off(&self, cut_off: Option<CutOff>) {
         let now = cut_off.is_some();
         *self.cut_off.write().unwrap_or_else(|e| e.into_inner()) = cut_off;
@@ -137,7 +143,10 @@ impl Engine for Shared {
                     }
                 }
             }
-            (Event::Release { client_id, .. }, Outcome::Done) => {
+            (
+                Event::Release { client_id, .. } | Event::Orphaned { client_id, .. },
+                Outcome::Done,
+            ) => {
                 let Some(s) = self.session(client_id) else {
                     return;
                 };

@@ -213,13 +213,20 @@ impl SessionRecord {
         self.expiry_secs != 0
     }
 
-    /// Whether the session, offline, has outlived its expiry at `now_ms`, its will (if
-    /// any is pending) published first.
-    pub fn is_expired(&self, now_ms: u64) -> bool {
+    /// Whether the session, offline for `offline_ms`, has outlived its expiry, its
+    /// will (if any is pending) published first.
+    pub fn is_expired(&self, offline_ms: u64) -> bool {
         !self.connected
             && self.will_due_ms.is_none()
             && self.expiry_secs != u32::MAX
-            && self.released_at_ms + u64::from(self.expiry_secs) * 1000 <= now_ms
+            && u64::from(self.expiry_secs) * 1000 <= offline_ms
+    }
+
+    /// The will delay of a pending will: both ends were set by one node at one moment,
+    /// so no clock skew or jump is in it.
+    fn will_delay_ms(&self) -> Option<u64> {
+        self.will_due_ms
+            .map(|due| due.saturating_sub(self.released_at_ms))
     }
 }
 
@@ -283,6 +290,16 @@ pub enum Event {
     /// The leader publishes the due will of the session of `epoch` (once: the first
     /// such event takes it).
     FireWill { client_id: String, epoch: u64 },
+    /// The connection of `epoch` ended while its node was cut off from the cluster,
+    /// which did not publish its will: the session goes offline as with `Release`, and
+    /// its will is left to the leader, due after its delay, as for a dead node's
+    /// client. Stale if the session is offline already (its node was declared dead).
+    Orphaned {
+        client_id: String,
+        epoch: u64,
+        expiry_secs: u32,
+        at_ms: u64,
+    },
 }
 
 /// What applying an event did.
@@ -508,6 +525,24 @@ impl State {
                 true => Outcome::Done,
                 false => Outcome::Stale,
             },
+            Event::Orphaned {
+                client_id,
+                epoch,
+                expiry_secs,
+                at_ms,
+            } => match self.current(client_id, *epoch) {
+                Some(rec) if rec.connected => {
+                    rec.connected = false;
+                    rec.expiry_secs = *expiry_secs;
+                    rec.released_at_ms = *at_ms;
+                    rec.will_due_ms = rec
+                        .will
+                        .as_ref()
+                        .map(|w| *at_ms + u64::from(w.delay_secs.min(*expiry_secs)) * 1000);
+                    Outcome::Done
+                }
+                _ => Outcome::Stale,
+            },
             Event::FireWill { client_id, epoch } => match self.current(client_id, *epoch) {
                 Some(rec) if !rec.connected && rec.will_due_ms.is_some() => {
                     rec.will_due_ms = None;
@@ -524,13 +559,18 @@ impl State {
         }
     }
 
-    /// What the leader should propose now (`now_ms`, wall clock): the due wills, then
-    /// the expired sessions.
-    pub fn due(&self, now_ms: u64) -> Vec<Event> {
+    /// What the leader should propose now: the due wills, then the expired sessions.
+    /// `offline_ms` tells how long an offline session has been offline. The leader
+    /// measures that on its own monotonic clock, never as wall-clock time minus the
+    /// replicated `released_at_ms`: a wall clock that jumps an hour forward must not
+    /// expire sessions or fire wills early.
+    pub fn due(&self, offline_ms: impl Fn(&str, &SessionRecord) -> u64) -> Vec<Event> {
         let wills = self
             .sessions
             .iter()
-            .filter(|(_, r)| !r.connected && r.will_due_ms.is_some_and(|t| t <= now_ms))
+            .filter(|(id, r)| {
+                !r.connected && r.will_delay_ms().is_some_and(|d| d <= offline_ms(id, r))
+            })
             .map(|(id, r)| Event::FireWill {
                 client_id: id.clone(),
                 epoch: r.epoch,
@@ -538,7 +578,7 @@ impl State {
         let expired = self
             .sessions
             .iter()
-            .filter(|(_, r)| r.is_expired(now_ms))
+            .filter(|(id, r)| r.is_expired(offline_ms(id, r)))
             .map(|(id, r)| Event::Expire {
                 client_id: id.clone(),
                 epoch: r.epoch,
@@ -688,8 +728,10 @@ mod tests {
         assert_eq!(s.apply(&down), Outcome::Done);
         assert_eq!(s.apply(&down), Outcome::Stale, "declared once");
         assert!(s.sessions["elsewhere"].connected);
+        // Offline for `ms` as the leader measures it (from `at_ms`).
+        let after = |ms: u64| move |_: &str, _: &SessionRecord| ms;
         // The clean session's will is due at once; it expires only after it fired.
-        let due = s.due(1000);
+        let due = s.due(after(0));
         assert_eq!(
             due,
             vec![Event::FireWill {
@@ -700,18 +742,18 @@ mod tests {
         assert!(matches!(s.apply(&due[0]), Outcome::Will { .. }));
         assert_eq!(s.apply(&due[0]), Outcome::Stale, "a will fires once");
         assert_eq!(
-            s.due(1000),
+            s.due(after(0)),
             vec![Event::Expire {
                 client_id: "now".into(),
                 epoch: 1
             }]
         );
-        s.apply(&s.due(1000)[0].clone());
-        // The delayed one fires at 1000 + 5 s, unless its client came back.
-        assert!(s.due(5999).is_empty());
-        assert_eq!(s.due(6000).len(), 1);
+        s.apply(&s.due(after(0))[0].clone());
+        // The delayed one fires 5 s after, unless its client came back.
+        assert!(s.due(after(4999)).is_empty());
+        assert_eq!(s.due(after(5000)).len(), 1);
         s.apply(&claim(B, "later", false, 60));
-        assert!(s.due(6000).is_empty());
+        assert!(s.due(after(5000)).is_empty());
         assert_eq!(s.apply(&Event::NodeUp { node: A }), Outcome::Done);
         assert!(s.down.is_empty());
     }

@@ -14,12 +14,13 @@
 //! All of it goes through Raft, so a new leader carries on where the old one stopped,
 //! and a will is published once.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use broker_core::cluster_api::CutOff;
-use broker_core::replicated::{now_ms, Event, Outcome};
+use broker_core::replicated::{now_ms, Event, Outcome, State};
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -93,6 +94,7 @@ fn node_down_after() -> Duration {
 /// Runs the checks until the node shuts down.
 pub async fn run(node: Arc<Node>) {
     let down_after = node_down_after();
+    let mut offline = OfflineSince::default();
     let mut quorum = false;
     let mut cut_off = false;
     let started = Instant::now();
@@ -107,12 +109,23 @@ pub async fn run(node: Arc<Node>) {
             return;
         }
         let leader = m.state == ServerState::Leader;
-        // How long since this node last knew it was part of a working cluster.
-        let silence = match m.state {
-            ServerState::Leader => m.millis_since_quorum_ack.map(Duration::from_millis),
-            _ => node.leader_heard().map(|t| t.elapsed()),
+        // When this node last knew it was part of a working cluster. Our own clocks,
+        // not openraft's metrics: those are as old as their last report, which after
+        // a pause (SIGSTOP, a stalled VM) predates it.
+        let contact = match m.state {
+            ServerState::Leader => quorum_contact(&node, &m),
+            _ => node.leader_heard(),
         }
-        .unwrap_or_else(|| started.elapsed());
+        .unwrap_or(started);
+        if leader {
+            // Stepping down, its silence counts from its last quorum, not from the
+            // last time it followed someone.
+            node.heard_leader_at(contact);
+        }
+        let silence = contact.elapsed();
+        if let Some(engine) = node.engine() {
+            engine.renew_lease(contact + down_after);
+        }
         let now_quorum = match m.state {
             ServerState::Leader => silence < QUORUM_SILENCE,
             ServerState::Follower | ServerState::Learner => {
@@ -156,15 +169,23 @@ pub async fn run(node: Arc<Node>) {
                 engine.set_cut_off(reference.map(|server_reference| CutOff { server_reference }));
             }
         }
-        let dead = node.sm.read(|app| app.state.down.clone()).await;
+        let dead = node
+            .sm
+            .read(|app| {
+                offline.observe(&app.state);
+                app.state.down.clone()
+            })
+            .await;
         *node.down.lock().unwrap_or_else(|e| e.into_inner()) = dead.iter().copied().collect();
         if !leader {
             leading_since = None;
             continue;
         }
         let since = *leading_since.get_or_insert_with(Instant::now);
-        let now = now_ms();
-        let due = node.sm.read(|app| app.state.due(now)).await;
+        let due = node
+            .sm
+            .read(|app| app.state.due(|id, _| offline.ms(id)))
+            .await;
         let mut events = Vec::new();
         let members: Vec<u64> = m
             .membership_config
@@ -199,6 +220,59 @@ pub async fn run(node: Arc<Node>) {
         events.extend(due);
         commit_all(&node, events).await;
     }
+}
+
+/// When this node first saw each offline session offline, on its monotonic clock: the
+/// leader's measure of how long a session has been offline (expiry, will delay).
+/// Every node keeps it, so a new leader has it at once. It starts late, never early:
+/// a tick after the event, or at this node's start for sessions already offline then
+/// (time during which no node of the cluster ran does not count).
+#[derive(Default)]
+struct OfflineSince(HashMap<String, (u64, u64, Instant)>);
+
+impl OfflineSince {
+    /// Forgets the sessions that are back or gone, and notes the newly offline ones
+    /// (an offline session is one `(epoch, released_at_ms)`).
+    fn observe(&mut self, state: &State) {
+        self.0.retain(|id, (epoch, released, _)| {
+            state
+                .sessions
+                .get(id)
+                .is_some_and(|r| !r.connected && r.epoch == *epoch && r.released_at_ms == *released)
+        });
+        let now = Instant::now();
+        for (id, r) in &state.sessions {
+            if !r.connected && !self.0.contains_key(id) {
+                self.0.insert(id.clone(), (r.epoch, r.released_at_ms, now));
+            }
+        }
+    }
+
+    /// How long session `id` has been offline, as this node saw it.
+    fn ms(&self, id: &str) -> u64 {
+        self.0
+            .get(id)
+            .map_or(0, |(_, _, since)| since.elapsed().as_millis() as u64)
+    }
+}
+
+/// When a majority of the voters, this leader included, had last answered it: the
+/// leader's contact with its quorum.
+fn quorum_contact(
+    node: &Node,
+    m: &openraft::RaftMetrics<u64, crate::types::NodeInfo>,
+) -> Option<Instant> {
+    let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+    let mut heard: Vec<Option<Instant>> = voters
+        .iter()
+        .map(|&id| match id == node.id {
+            true => Some(Instant::now()),
+            false => node.contacts.last(id),
+        })
+        .collect();
+    // Most recent first (None, never heard, last): the majority-th is the quorum's.
+    heard.sort_by(|a, b| b.cmp(a));
+    heard.get(voters.len() / 2).copied().flatten()
 }
 
 /// The MQTT address of a member that answered us within `within` (so probably on the

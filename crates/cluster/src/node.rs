@@ -71,7 +71,7 @@ pub struct Node {
     pub(crate) quorum: std::sync::atomic::AtomicBool,
     /// When a leader last reached us (AppendEntries or a snapshot it sent, accepted
     /// as from the current leader): a follower's measure of being cut off.
-    pub(crate) leader_heard: Mutex<Option<Instant>>,
+    pub(crate) leader_heard: Mutex<Option<std::time::Instant>>,
     /// Nodes declared dead, as last read from the state (for `status`).
     pub(crate) down: Mutex<Vec<NodeId>>,
     proposals: mpsc::UnboundedSender<Proposal>,
@@ -262,12 +262,18 @@ impl Node {
     }
 
     /// When a leader last reached us, if ever.
-    pub(crate) fn leader_heard(&self) -> Option<Instant> {
+    pub(crate) fn leader_heard(&self) -> Option<std::time::Instant> {
         *self.leader_heard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn heard_leader(&self) {
-        *self.leader_heard.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.heard_leader_at(std::time::Instant::now());
+    }
+
+    /// A leader (this node itself, leading a quorum) was heard at `at`.
+    pub(crate) fn heard_leader_at(&self, at: std::time::Instant) {
+        let mut heard = self.leader_heard.lock().unwrap_or_else(|e| e.into_inner());
+        *heard = (*heard).max(Some(at));
     }
 
     pub(crate) fn engine(&self) -> Option<&Arc<dyn Engine>> {

@@ -167,7 +167,11 @@ fn persist_loop(w: Weak<Watermark>) {
 
 /// Refuses storage whose log or vote ends below the mark: the data dir lost what it had
 /// made durable.
-pub(crate) fn check(mark: Mark, last_index: Option<u64>, vote_term: Option<u64>) -> Result<(), String> {
+pub(crate) fn check(
+    mark: Mark,
+    last_index: Option<u64>,
+    vote_term: Option<u64>,
+) -> Result<(), String> {
     if mark.index > last_index {
         return Err(format!(
             "the Raft log ends at index {} but had reached {} on disk: the data directory \
@@ -198,7 +202,10 @@ mod tests {
             term: Some(0),
         };
         assert_eq!(Mark::decode(&m.encode()), Some(m));
-        assert_eq!(Mark::decode(&Mark::default().encode()), Some(Mark::default()));
+        assert_eq!(
+            Mark::decode(&Mark::default().encode()),
+            Some(Mark::default())
+        );
         let mut bad = m.encode();
         bad[0] ^= 1;
         assert_eq!(Mark::decode(&bad), None);
@@ -213,7 +220,9 @@ mod tests {
         };
         assert!(check(m, Some(10), Some(3)).is_ok());
         assert!(check(m, Some(12), Some(4)).is_ok());
-        assert!(check(m, Some(9), Some(3)).unwrap_err().contains("ends at index 9"));
+        assert!(check(m, Some(9), Some(3))
+            .unwrap_err()
+            .contains("ends at index 9"));
         assert!(check(m, None, Some(3)).is_err());
         assert!(check(m, Some(10), Some(2)).unwrap_err().contains("term 2"));
         assert!(check(Mark::default(), None, None).is_ok());
@@ -242,7 +251,9 @@ mod tests {
         let (_, m) = Watermark::open(dir.path()).unwrap();
         assert_eq!(m.index, Some(4));
         std::fs::write(dir.path().join(FILE), b"garbage").unwrap();
-        let err = Watermark::open(dir.path()).err().expect("a damaged file is refused");
+        let err = Watermark::open(dir.path())
+            .err()
+            .expect("a damaged file is refused");
         assert!(err.contains("damaged"), "{err}");
     }
 }

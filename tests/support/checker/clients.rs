@@ -44,6 +44,7 @@ pub(super) async fn publish_loop(
         if shared.stop_publishing.load(Ordering::Relaxed) {
             break;
         }
+        shared.leave_avoided(&mut r);
         let payload = format!("{}:{seq}", r.id);
         let result = publish_one(&mut r, qos, payload.as_bytes(), &shared).await;
         let gave_up = {
@@ -90,7 +91,10 @@ async fn publish_one(
         publish.dup = true;
         let answer_by = Instant::now() + ACK_WAIT;
         loop {
-            let wait = answer_by.saturating_duration_since(Instant::now());
+            // Short reads, to notice a node the clients are told to leave.
+            let wait = answer_by
+                .saturating_duration_since(Instant::now())
+                .min(TICK);
             match r.recv(wait).await {
                 Recv::Packet(Packet::Puback(a)) if a.pkid == pkid => {
                     return Ok(finished(r, a.reason, shared));
@@ -106,6 +110,7 @@ async fn publish_one(
                     r.send(&codec::pubrel(r.version, pkid)).await;
                 }
                 Recv::Packet(_) => {}
+                Recv::Timeout if Instant::now() < answer_by && !shared.leave_avoided(r) => {}
                 Recv::Timeout => {
                     let sent = if released { "PUBREL" } else { "PUBLISH" };
                     if let Some(conn) = r.abandon() {
@@ -145,6 +150,7 @@ pub(super) async fn subscribe_loop(mut r: Roamer, offline: bool, shared: Arc<Sha
         }
     }
     while !shared.stop_subscribers.load(Ordering::Relaxed) {
+        shared.leave_avoided(&mut r);
         if !r.is_connected() {
             match r.connect().await {
                 Ok(true) => {}
