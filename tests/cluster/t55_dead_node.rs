@@ -200,3 +200,182 @@ async fn outbound_qos2_is_exactly_once_across_failover() {
     sub.send(&codec::pubcomp(Version::V5, msg.pkid)).await;
     sub.expect_no_publish(NO_SECOND).await;
 }
+
+/// A client with a 4 s will delay loses its connection; its node dies during the
+/// delay. The will is the cluster's to publish: it comes once, from a survivor, not
+/// before the delay.
+#[tokio::test]
+async fn a_will_outlives_its_node_dying_during_the_delay() {
+    let mut c = Cluster::start(3).await;
+    let victim = a_follower(&c).await;
+    let other = (1..=3).find(|&i| i != victim).expect("a survivor");
+    let mut watcher = v5("watcher").connect(c.node(other).mqtt).await;
+    watcher.subscribe("wd/#", 1).await;
+    let mut client = Connect::persistent(Version::V5, "delayed");
+    client.will = Some(Will {
+        topic: "wd/delayed".into(),
+        payload: b"later".to_vec(),
+        qos: 1,
+        retain: false,
+        props: Props::new().with(prop::WILL_DELAY, PropVal::U32(4)),
+    });
+    let (conn, _) = Raw::connect(c.node(victim).mqtt, &client).await;
+    c.wait_applied().await;
+    // The connection drops without DISCONNECT: the will is due in 4 s.
+    drop(conn);
+    let dropped = tokio::time::Instant::now();
+    c.wait_applied().await;
+    c.kill(victim);
+    let will = tokio::time::timeout(CLUSTER_TIMEOUT, recv_data(&mut watcher))
+        .await
+        .expect("the will, although its node died during the delay");
+    assert_eq!(will.topic, "wd/delayed");
+    let took = dropped.elapsed();
+    assert!(took >= Duration::from_secs(4), "published after {took:?}");
+    println!(
+        "delayed will published {:.1}s after the connection dropped",
+        took.as_secs_f32()
+    );
+    assert!(
+        try_recv_data(&mut watcher, NO_SECOND).await.is_none(),
+        "the will came twice"
+    );
+}
+
+/// A client's connection to a follower ends while the cluster cannot commit (the
+/// leader and the other follower are down, so the end of the connection reaches no
+/// log): it is committed once they are back, so the session still goes offline and
+/// expires, without the client ever coming back.
+#[tokio::test]
+async fn a_connection_ending_without_quorum_still_ends_its_session() {
+    let mut c = Cluster::start(3).await;
+    let survivor = a_follower(&c).await;
+    let others: Vec<u64> = (1..=3).filter(|&i| i != survivor).collect();
+    let mut client = Connect::new(Version::V5, "brief");
+    client.clean = false;
+    client.props = Props::new().with(prop::SESSION_EXPIRY, PropVal::U32(2));
+    client.will = Some(Will {
+        topic: "wq/brief".into(),
+        payload: b"gone".to_vec(),
+        qos: 1,
+        retain: false,
+        props: Props::new(),
+    });
+    let (conn, _) = Raw::connect(c.node(survivor).mqtt, &client).await;
+    c.wait_applied().await;
+    let expired_before = c.status(survivor).await["events"]["sessions_expired"]
+        .as_u64()
+        .unwrap_or(0);
+    for &id in &others {
+        c.kill(id);
+    }
+    // Gone while nothing can be committed (the survivor cannot even tell the cluster).
+    drop(conn);
+    c.wait_until(
+        "the end of the connection fails to commit",
+        CLUSTER_TIMEOUT,
+        |c| {
+            let failed = c
+                .node(survivor)
+                .log()
+                .contains("end of a connection not committed");
+            async move { failed }
+        },
+    )
+    .await;
+    for &id in &others {
+        c.relaunch(id);
+    }
+    let leader = c.wait_leader().await;
+    let mut watcher = v5("watcher").connect(c.node(leader).mqtt).await;
+    watcher.subscribe("wq/#", 1).await;
+    // The will may have gone out before the watcher subscribed; the expiry shows the
+    // session went offline and ended either way.
+    c.wait_until("the session expires", CLUSTER_TIMEOUT, |c| async move {
+        let mut expired = 0;
+        for id in c.running() {
+            if let Ok(s) = c.try_status(id).await {
+                expired += s["events"]["sessions_expired"].as_u64().unwrap_or(0);
+            }
+        }
+        expired > expired_before
+    })
+    .await;
+    let (mut back, ack) = Raw::connect(
+        c.node(leader).mqtt,
+        &Connect::persistent(Version::V5, "brief"),
+    )
+    .await;
+    assert!(
+        matches!(
+            ack,
+            Packet::Connack {
+                session_present: false,
+                ..
+            }
+        ),
+        "the session ended: {ack:?}"
+    );
+    back.send(&codec::disconnect(Version::V5, 0, &Props::new()))
+        .await;
+}
+
+/// QoS 2 exactly once on the direct path too: a persistent 3.1.1 publisher at node A
+/// sends a QoS 2 message for a clean-session subscriber at node B while A cannot reach
+/// the leader (A's messages to it are lost; A still hears it and reaches B). The
+/// commit fails, so the publisher loses its connection without a PUBREC and resends
+/// the PUBLISH (DUP, same packet id) at B. The subscriber gets it once.
+#[tokio::test]
+async fn qos2_to_a_clean_session_is_exactly_once_when_resent_elsewhere() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let others: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
+    let (a, b) = (others[0], others[1]);
+    let mut sub = v5("clean-sub").connect(c.node(b).mqtt).await;
+    sub.subscribe("q2/clean", 2).await;
+    let mut probe = v5("q2c-probe").connect(c.node(a).mqtt).await;
+    wait_route(&mut probe, &mut sub, "q2/clean").await;
+    let (mut publisher, _) =
+        Raw::connect(c.node(a).mqtt, &Connect::persistent(Version::V4, "q2c-pub")).await;
+    c.wait_applied().await;
+
+    c.cut(&[(a, leader)]);
+    let mut first = Publish::new("q2/clean", 2, b"once");
+    first.pkid = 9;
+    publisher.send(&first.encode(Version::V4)).await;
+    // No PUBREC without a commit: 3.1.1 has no failure code, the connection closes.
+    let seen = publisher.expect_closed(CLUSTER_TIMEOUT).await;
+    assert!(
+        !seen.iter().any(|p| matches!(p, Packet::Pubrec(_))),
+        "PUBREC without a commit: {seen:?}"
+    );
+
+    let (mut publisher, ack) =
+        Raw::connect(c.node(b).mqtt, &Connect::persistent(Version::V4, "q2c-pub")).await;
+    assert!(
+        matches!(
+            ack,
+            Packet::Connack {
+                session_present: true,
+                ..
+            }
+        ),
+        "{ack:?}"
+    );
+    let mut again = first.clone();
+    again.dup = true;
+    publisher.send(&again.encode(Version::V4)).await;
+    let rec = publisher.recv_pubrec(9).await;
+    assert!(rec < 0x80, "PUBREC for the resent PUBLISH: {rec:#x}");
+    publisher.send(&codec::pubrel(Version::V4, 9)).await;
+    publisher.recv_pubcomp(9).await;
+
+    assert_eq!(recv_data(&mut sub).await.payload, b"once");
+    c.heal();
+    assert!(
+        try_recv_data(&mut sub, Duration::from_secs(5))
+            .await
+            .is_none(),
+        "the QoS 2 message came twice"
+    );
+}

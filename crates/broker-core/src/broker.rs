@@ -209,7 +209,13 @@ impl Shared {
             let topic = msg.topic.clone();
             commits.push(self.cluster.commit(Event::Retain { topic, message }));
         }
-        let routed = self.route(msg);
+        // A persistent publisher's QoS 2 message is committed with its packet id, which
+        // is what makes its resend (DUP, perhaps at another node) known: its QoS 2
+        // deliveries, to clean sessions too, go out from that commit, never before it,
+        // or a resend after a failed commit would deliver it again.
+        let exactly_once = msg.qos == QoS::ExactlyOnce
+            && publisher.as_ref().is_some_and(|p| p.qos2_pkid.is_some());
+        let routed = self.route(msg, exactly_once);
         // Cut off from the majority, a QoS 1/2 ack waits for quorum (or fails), even
         // for a message that only clean sessions take.
         let cut_off = msg.qos != QoS::AtMostOnce && !self.cluster.can_commit();
@@ -257,7 +263,9 @@ impl Shared {
     /// Delivers `msg` to the matching sessions owned here, forwards one copy to each
     /// other node owning some, and lists the persistent sessions that must get it
     /// through the durable queues (QoS 1/2 only).
-    pub fn route(&self, msg: &Arc<Message>) -> Routed {
+    /// With `exactly_once`, QoS 2 deliveries to clean sessions go through the durable
+    /// queues too (see [`Shared::publish`]).
+    fn route(&self, msg: &Arc<Message>, exactly_once: bool) -> Routed {
         let mut targets = self.collect_targets(msg);
         // Overlapping subscriptions of one session give one delivery, at the highest
         // QoS, carrying every subscription identifier (MQTT 5.0 §3.3.4).
@@ -270,7 +278,7 @@ impl Shared {
             while j < targets.len() && Arc::ptr_eq(&targets[i].session, &targets[j].session) {
                 j += 1;
             }
-            self.deliver_merged(msg, &targets[i..j], &mut routed, &mut remote);
+            self.deliver_merged(msg, &targets[i..j], exactly_once, &mut routed, &mut remote);
             i = j;
         }
         for (node, targets) in remote {
@@ -330,6 +338,7 @@ impl Shared {
         &self,
         msg: &Arc<Message>,
         group: &[Target],
+        exactly_once: bool,
         routed: &mut Routed,
         remote: &mut Remote,
     ) {
@@ -354,7 +363,11 @@ impl Shared {
         };
         let session = &first.session;
         let owner = session.owner();
-        let durable = delivery.qos != QoS::AtMostOnce && session.lock().expiry_secs != 0;
+        let durable = match delivery.qos {
+            QoS::AtMostOnce => false,
+            QoS::ExactlyOnce if exactly_once => true,
+            _ => session.lock().expiry_secs != 0,
+        };
         if !durable && owner == self.node {
             self.enqueue(session, delivery, routed);
             return;
@@ -439,13 +452,13 @@ impl Shared {
 
     /// Detaches connection `conn_id` from `session` (if it still holds it) and starts the
     /// session's expiry. Returns the generation the session had, for will timers.
-    /// `orphaned`: the connection ended because this node is cut off, and its will is
-    /// left to the cluster ([`Event::Orphaned`]).
+    /// `cluster_will`: the session's will (as the cluster has it) is left to the
+    /// leader ([`Event::ReleaseWithWill`]).
     pub fn detach(
         self: &Arc<Self>,
         session: &Arc<Session>,
         conn_id: u64,
-        orphaned: bool,
+        cluster_will: bool,
     ) -> Option<u64> {
         let (generation, epoch, expiry) = {
             let mut st = session.lock();
@@ -459,12 +472,12 @@ impl Shared {
             (st.generation, st.epoch, st.expiry_secs)
         };
         session.room.notify_waiters();
-        match orphaned {
+        match cluster_will {
             false => self.release(session, epoch, expiry),
             true => self.commit_until_done(
                 session,
                 epoch,
-                Event::Orphaned {
+                Event::ReleaseWithWill {
                     client_id: session.client_id.to_string(),
                     epoch,
                     expiry_secs: expiry,
@@ -500,8 +513,12 @@ impl Shared {
         tokio::spawn(async move {
             let mut attempt = first;
             loop {
-                if attempt.await.is_ok() {
-                    return;
+                match attempt.await {
+                    Ok(_) => return,
+                    Err(e) => tracing::info!(
+                        client_id = %session.client_id,
+                        "end of a connection not committed ({e}): retrying"
+                    ),
                 }
                 tokio::time::sleep(RELEASE_RETRY).await;
                 let st = session.lock();

@@ -1238,17 +1238,26 @@ impl Connection {
             // reached us instead.
             self.session.wake.notify_one();
         }
-        let orphaned = matches!(exit, Exit::CutOff { .. });
-        let generation = shared.detach(&self.session, self.conn_id, orphaned);
         // Cut off and declared dead, this node's clients had their wills published by
         // the cluster already.
-        let will_taken = self.session.lock().will_taken == Some(self.conn_id);
-        if let Some(will) = self
+        let (will_taken, expiry) = {
+            let st = self.session.lock();
+            (st.will_taken == Some(self.conn_id), st.expiry_secs)
+        };
+        let will = self
             .will
             .take()
             .filter(|_| exit.publishes_will() && !will_taken)
-            .map(|w| *w)
-        {
+            .map(|w| *w);
+        // A delayed will is the cluster's to publish (the leader, after the delay,
+        // once), so that it is published even if this node dies meanwhile; so is the
+        // will of a connection closed because this node is cut off.
+        let cluster_will = matches!(exit, Exit::CutOff { .. })
+            || will
+                .as_ref()
+                .is_some_and(|w| w.delay_interval.min(expiry) > 0);
+        let generation = shared.detach(&self.session, self.conn_id, cluster_will);
+        if let Some(will) = will.filter(|_| !cluster_will) {
             match generation {
                 Some(g) => shared.schedule_will(&self.session, g, will, self.username.clone()),
                 // Taken over: the client is back, so only a will without delay is due.

@@ -144,7 +144,7 @@ impl Engine for Shared {
                 }
             }
             (
-                Event::Release { client_id, .. } | Event::Orphaned { client_id, .. },
+                Event::Release { client_id, .. } | Event::ReleaseWithWill { client_id, .. },
                 Outcome::Done,
             ) => {
                 let Some(s) = self.session(client_id) else {

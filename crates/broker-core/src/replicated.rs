@@ -290,11 +290,14 @@ pub enum Event {
     /// The leader publishes the due will of the session of `epoch` (once: the first
     /// such event takes it).
     FireWill { client_id: String, epoch: u64 },
-    /// The connection of `epoch` ended while its node was cut off from the cluster,
-    /// which did not publish its will: the session goes offline as with `Release`, and
-    /// its will is left to the leader, due after its delay, as for a dead node's
-    /// client. Stale if the session is offline already (its node was declared dead).
-    Orphaned {
+    /// The connection of `epoch` ended and its will (the one in the record) is the
+    /// cluster's to publish: the session goes offline as with `Release`, and the
+    /// leader publishes the will after its delay, once, as for a dead node's client,
+    /// whichever node is alive then. Used for a delayed will (so that it is not lost
+    /// if its node dies during the delay) and for a connection closed while its node
+    /// was cut off. Stale if the session is offline already (its node was declared
+    /// dead, and the will is pending or published).
+    ReleaseWithWill {
         client_id: String,
         epoch: u64,
         expiry_secs: u32,
@@ -458,7 +461,9 @@ impl State {
                     .iter()
                     .map(|t| {
                         let rec = self.sessions.get_mut(&t.client_id)?;
-                        if !rec.is_persistent() || rec.queue.len() as u64 >= *cap {
+                        // Clean sessions are targets too, for an exactly-once message;
+                        // their queue ends with them.
+                        if rec.queue.len() as u64 >= *cap {
                             return None;
                         }
                         rec.next_seq += 1;
@@ -525,7 +530,7 @@ impl State {
                 true => Outcome::Done,
                 false => Outcome::Stale,
             },
-            Event::Orphaned {
+            Event::ReleaseWithWill {
                 client_id,
                 epoch,
                 expiry_secs,
