@@ -698,8 +698,9 @@ mod tests {
             cap: 2,
             from: None,
         };
-        assert_eq!(s.apply(&publish), Outcome::Queued(vec![Some(1), None]));
-        assert_eq!(s.apply(&publish), Outcome::Queued(vec![Some(2), None]));
+        // A clean session is a target only for an exactly-once message; queued alike.
+        assert_eq!(s.apply(&publish), Outcome::Queued(vec![Some(1), Some(1)]));
+        assert_eq!(s.apply(&publish), Outcome::Queued(vec![Some(2), Some(2)]));
         assert_eq!(s.apply(&publish), Outcome::Queued(vec![None, None]));
         s.apply(&Event::Ack {
             client_id: "p".into(),
