@@ -18,6 +18,35 @@ async fn a_follower(c: &Cluster) -> u64 {
     (1..=3).find(|&i| i != leader).expect("a follower")
 }
 
+/// The persistent QoS 2 publisher `client_id` connects to `addr` (session present),
+/// resends `first` (DUP, same packet id) as MQTT requires after a lost connection, and
+/// completes the flow; the PUBCOMP reason.
+async fn resend_elsewhere(
+    addr: std::net::SocketAddr,
+    version: Version,
+    client_id: &str,
+    first: &Publish,
+) -> u8 {
+    let (mut publisher, ack) = Raw::connect(addr, &Connect::persistent(version, client_id)).await;
+    assert!(
+        matches!(
+            ack,
+            Packet::Connack {
+                session_present: true,
+                ..
+            }
+        ),
+        "{ack:?}"
+    );
+    let mut again = first.clone();
+    again.dup = true;
+    publisher.send(&again.encode(version)).await;
+    let rec = publisher.recv_pubrec(first.pkid).await;
+    assert!(rec < 0x80, "PUBREC for the resent PUBLISH: {rec:#x}");
+    publisher.send(&codec::pubrel(version, first.pkid)).await;
+    publisher.recv_pubcomp(first.pkid).await
+}
+
 /// A client with a will (no delay) and one with a 2 s will delay are connected to a
 /// node that is killed: once the leader declares the node dead, each will reaches a
 /// subscriber on another node exactly once, the delayed one not before its delay. The
@@ -114,28 +143,7 @@ async fn inbound_qos2_is_exactly_once_across_failover() {
     assert!(rec < 0x80, "PUBREC reason {rec:#x}");
     c.kill(victim);
 
-    let (mut publisher, ack) = Raw::connect(
-        c.node(other).mqtt,
-        &Connect::persistent(Version::V5, "q2-pub"),
-    )
-    .await;
-    assert!(
-        matches!(
-            ack,
-            Packet::Connack {
-                session_present: true,
-                ..
-            }
-        ),
-        "{ack:?}"
-    );
-    let mut again = first.clone();
-    again.dup = true;
-    publisher.send(&again.encode(Version::V5)).await;
-    let rec = publisher.recv_pubrec(7).await;
-    assert!(rec < 0x80, "PUBREC for the resent PUBLISH: {rec:#x}");
-    publisher.send(&codec::pubrel(Version::V5, 7)).await;
-    let comp = publisher.recv_pubcomp(7).await;
+    let comp = resend_elsewhere(c.node(other).mqtt, Version::V5, "q2-pub", &first).await;
     assert_eq!(comp, 0, "the packet id was known to the new node");
 
     assert_eq!(recv_data(&mut sub).await.payload, b"once");
@@ -350,25 +358,7 @@ async fn qos2_to_a_clean_session_is_exactly_once_when_resent_elsewhere() {
         "PUBREC without a commit: {seen:?}"
     );
 
-    let (mut publisher, ack) =
-        Raw::connect(c.node(b).mqtt, &Connect::persistent(Version::V4, "q2c-pub")).await;
-    assert!(
-        matches!(
-            ack,
-            Packet::Connack {
-                session_present: true,
-                ..
-            }
-        ),
-        "{ack:?}"
-    );
-    let mut again = first.clone();
-    again.dup = true;
-    publisher.send(&again.encode(Version::V4)).await;
-    let rec = publisher.recv_pubrec(9).await;
-    assert!(rec < 0x80, "PUBREC for the resent PUBLISH: {rec:#x}");
-    publisher.send(&codec::pubrel(Version::V4, 9)).await;
-    publisher.recv_pubcomp(9).await;
+    resend_elsewhere(c.node(b).mqtt, Version::V4, "q2c-pub", &first).await;
 
     assert_eq!(recv_data(&mut sub).await.payload, b"once");
     c.heal();
