@@ -73,6 +73,8 @@ pub struct Node {
     disk: Option<powerfs::PowerFs>,
     /// The file libfaketime reads the node's wall-clock offset from, when faked.
     clock: Option<PathBuf>,
+    /// Set in the node's environment after the harness's own variables.
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -148,6 +150,7 @@ impl Node {
             .args(&args)
             // Snapshots every 100 entries: a node that was down catches up by one.
             .env("RAFTMQ_SNAPSHOT_LOGS", "100")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .envs(self.clock.iter().flat_map(|file| {
                 [
                     ("LD_PRELOAD", LIBFAKETIME.to_string()),
@@ -210,6 +213,8 @@ pub struct Cluster {
     powerfs: bool,
     /// Whether new nodes run under libfaketime ([`Cluster::set_clock`]).
     faketime: bool,
+    /// Environment of new nodes ([`Cluster::with_env`]).
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -222,13 +227,28 @@ impl Cluster {
     /// [`Cluster::start`] with each node's data dir on a power-loss filesystem; `None`
     /// (after printing "skipped: no FUSE") where FUSE cannot be mounted.
     pub async fn start_on_powerfs(n: usize) -> Option<Cluster> {
+        Some(Cluster::start_with(n, Cluster::on_powerfs()?).await)
+    }
+
+    /// An empty cluster whose nodes will have their data dir on a power-loss
+    /// filesystem; `None` (after printing "skipped: no FUSE") where FUSE cannot be
+    /// mounted.
+    pub fn on_powerfs() -> Option<Cluster> {
         let mut cluster = Cluster::empty();
         cluster.powerfs = true;
         // Probe once, so that a machine without FUSE skips instead of panicking.
         let probe = cluster.dir().join("probe");
         std::fs::create_dir(&probe).expect("probe dir");
         powerfs::try_mount(&probe)?;
-        Some(Cluster::start_with(n, cluster).await)
+        Some(cluster)
+    }
+
+    /// Sets `key=value` in the environment of the nodes added from now on, over the
+    /// harness's own (e.g. `RAFTMQ_SNAPSHOT_LOGS`, 100 unless set); e.g.
+    /// `Cluster::start_with(3, Cluster::empty().with_env("RAFTMQ_SNAPSHOT_LOGS", 5))`.
+    pub fn with_env(mut self, key: &str, value: impl ToString) -> Cluster {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// [`Cluster::start`] with each node's wall clock under the test's control
@@ -255,7 +275,9 @@ impl Cluster {
         std::fs::write(file, format!("{offset}\n")).expect("clock file");
     }
 
-    async fn start_with(n: usize, mut cluster: Cluster) -> Cluster {
+    /// Starts `n` nodes in `cluster`, an empty one ([`Cluster::empty`],
+    /// [`Cluster::on_powerfs`]), as [`Cluster::start`] does.
+    pub async fn start_with(n: usize, mut cluster: Cluster) -> Cluster {
         assert!(n >= 1);
         cluster.launch_new(Vec::new()).await;
         cluster.wait_ready(1).await;
@@ -282,6 +304,7 @@ impl Cluster {
             faults: Faults::new(net),
             powerfs: false,
             faketime: false,
+            env: Vec::new(),
         }
     }
 
@@ -356,6 +379,7 @@ impl Cluster {
             starts: 0,
             disk,
             clock,
+            env: self.env.clone(),
         };
         self.nodes.push(node);
     }
