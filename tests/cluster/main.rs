@@ -5,9 +5,11 @@
 //!
 //! Files are numbered by kind (STYLE.md 15): t10 forming a cluster, t20 routing across
 //! nodes, t30 sessions across nodes, t40 membership, t50 failures and restarts, t60
-//! bad flags, t70 failover under load, partitions included (tests/support/checker.rs).
+//! bad flags, t70 failover under load, partitions included (tests/support/checker.rs),
+//! t90 the soak: a seeded random schedule of all those faults.
 //! Raft timing (heartbeat 100 ms, election 0.5–1 s) gets generous bounds
-//! ([`support::cluster::CLUSTER_TIMEOUT`]); nothing sleeps without a condition.
+//! ([`support::cluster::CLUSTER_TIMEOUT`]); nothing sleeps without a condition, but
+//! the soak holding a fault.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -28,3 +30,4 @@ mod t74_pauses;
 mod t75_power_loss;
 mod t76_damaged_data_dir;
 mod t78_clock_jumps;
+mod t90_soak;
