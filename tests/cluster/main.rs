@@ -6,7 +6,8 @@
 //! Files are numbered by kind (STYLE.md 15): t10 forming a cluster, t20 routing across
 //! nodes, t30 sessions across nodes, t40 membership, t50 failures and restarts, t60
 //! bad flags, t70 failover under load, partitions included (tests/support/checker.rs).
-//! Raft timing (heartbeat 100 ms, election 0.5–1 s) gets generous bounds
+//! t80 elections (a node back from a partition does not depose the leader). Raft timing
+//! (heartbeat 100 ms, election after 1.5–2 s without a leader) gets generous bounds
 //! ([`support::cluster::CLUSTER_TIMEOUT`]); nothing sleeps without a condition.
 
 #[path = "../support/mod.rs"]
@@ -28,3 +29,4 @@ mod t74_pauses;
 mod t75_power_loss;
 mod t76_damaged_data_dir;
 mod t78_clock_jumps;
+mod t80_prevote;

@@ -258,7 +258,7 @@ impl OfflineSince {
 
 /// When a majority of the voters, this leader included, had last answered it: the
 /// leader's contact with its quorum.
-fn quorum_contact(
+pub(crate) fn quorum_contact(
     node: &Node,
     m: &openraft::RaftMetrics<u64, crate::types::NodeInfo>,
 ) -> Option<Instant> {
