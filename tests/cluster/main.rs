@@ -7,7 +7,7 @@
 //! nodes, t30 sessions across nodes, t40 membership, t50 failures and restarts, t60
 //! bad flags, t70 failover under load, partitions included (tests/support/checker.rs).
 //! t80 elections (a node back from a partition does not depose the leader). Raft timing
-//! (heartbeat 100 ms, election after 1.5–2 s without a leader) gets generous bounds
+//! (heartbeat 100 ms, election after 0.5–0.8 s without a leader) gets generous bounds
 //! ([`support::cluster::CLUSTER_TIMEOUT`]); nothing sleeps without a condition.
 
 #[path = "../support/mod.rs"]

@@ -39,14 +39,18 @@ const FORWARD_QUEUE: usize = 65_536;
 /// ms on an SSD), so that a slow disk does not starve the heartbeats.
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(100);
 /// A voter that heard from a live leader within this long refuses to vote, in the
-/// pre-vote and in openraft's own vote (its leader lease).
-pub(crate) const LEASE: Duration = Duration::from_millis(1000);
+/// pre-vote and in openraft's own vote (its leader lease): over two idle heartbeats, so
+/// that one late heartbeat opens no election.
+pub(crate) const LEASE: Duration = Duration::from_millis(400);
 /// A voter that heard no leader for a timeout drawn from this range stands for election
 /// if a majority would vote for it (`prevote`). It starts above the lease, so that the
-/// others' leases have run out too when it asks. 1.5 to 2 s from a leader's death to a
-/// new one, as with openraft's own elections (the lease, then 0.5 to 1 s).
-pub(crate) const ELECTION: Range<Duration> =
-    Duration::from_millis(1500)..Duration::from_millis(2000);
+/// others' leases have run out too when it asks. From a leader's death to a new leader:
+/// 0.5 to 0.8 s, plus a few round trips and a vote's fsync; its clients are served again
+/// by another node 0.6 to 0.8 s after the crash (benches/failover.sh). With openraft's
+/// own elections a follower waited out a lease of 1 s, then an election timeout of 0.5
+/// to 1 s (1.5 to 2 s): only the pre-vote makes shorter timeouts safe, as a follower
+/// that alone misses heartbeats cannot depose a leader the others still hear.
+pub(crate) const ELECTION: Range<Duration> = Duration::from_millis(500)..Duration::from_millis(800);
 
 /// What a node needs to start.
 pub struct Settings {
