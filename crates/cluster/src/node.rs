@@ -46,7 +46,7 @@ pub(crate) const LEASE: Duration = Duration::from_millis(400);
 /// if a majority would vote for it (`prevote`). It starts above the lease, so that the
 /// others' leases have run out too when it asks. From a leader's death to a new leader:
 /// 0.5 to 0.8 s, plus a few round trips and a vote's fsync; its clients are served again
-/// by another node 0.6 to 0.8 s after the crash (benches/failover.sh). With openraft's
+/// by another node 0.6 to 0.85 s after the crash (benches/failover.sh). With openraft's
 /// own elections a follower waited out a lease of 1 s, then an election timeout of 0.5
 /// to 1 s (1.5 to 2 s): only the pre-vote makes shorter timeouts safe, as a follower
 /// that alone misses heartbeats cannot depose a leader the others still hear.
