@@ -7,16 +7,17 @@
 # (127.0.0.2-4, fresh data directories), waits until every node answers /ready, and runs
 # `loadgen durable` then `loadgen qos1` with clients spread over the three nodes. Then the
 # same two runs against one fresh node (127.0.0.5). Prints a table (deliveries/s,
-# acknowledged publishes/s, PUBACK p50/p99) and writes each run's JSON line to
-# OUT/<cluster|single>-<scenario>.json, OUT = benches/results/<UTC date>/cluster, with
-# the nodes' logs beside them. Everything started here is stopped on exit; every wait is
-# bounded. See benches/README.md.
+# acknowledged publishes/s, PUBACK p50/p99) and the cluster's term, leader and leader
+# changes before and after its runs (an election under load means the Raft timing is
+# too tight), and writes each run's JSON line to OUT/<cluster|single>-<scenario>.json,
+# OUT = benches/results/<UTC date>/cluster, with the nodes' logs beside them. Everything
+# started here is stopped on exit; every wait is bounded. See benches/README.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
-case ${1:-} in -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case ${1:-} in -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 duration=${1:-10}
 case $duration in '' | *[!0-9.]*) echo "cluster.sh: SECS wants seconds" >&2; exit 2 ;; esac
 
@@ -106,6 +107,19 @@ field() { # json key: a top-level number
     grep -o "\"$2\":[^,}]*" <<<"$1" | head -1 | cut -d: -f2
 }
 
+raft_view() { # "TERM LEADER C1,C2,C3": node 1's term and leader, and the leader changes
+    # each node counted (events.leader_changes); "?" for what a node did not answer
+    local ip json term="" leader="" changes=()
+    for ip in "${NODES[@]}"; do
+        json=$(curl -s --max-time 2 "http://$ip:$HTTP_PORT/cluster" || true)
+        [ -n "$term" ] || term=$({ field "$json" term || true; })
+        [ -n "$leader" ] || leader=$({ field "$json" leader || true; })
+        changes+=("$({ grep -o '"leader_changes":[0-9]*' <<<"$json" || echo :?; } | cut -d: -f2)")
+    done
+    local IFS=,
+    echo "${term:-?} ${leader:-?} ${changes[*]}"
+}
+
 ack_ms() { # json percentile: from ack_latency_us, in ms
     local us
     us=$(grep -o '"ack_latency_us":{[^}]*}' <<<"$1" | grep -o "\"$2\":[0-9]*" | cut -d: -f2 || true)
@@ -161,10 +175,13 @@ start_node cluster 2 "${NODES[1]}" "${NODES[0]}:$CLUSTER_PORT"
 start_node cluster 3 "${NODES[2]}" "${NODES[0]}:$CLUSTER_PORT"
 wait_ready "${NODES[@]}"
 log "cluster ready"
+read -r TERM_BEFORE LEADER_BEFORE CHANGES_BEFORE < <(raft_view)
 for scenario in $SCENARIOS; do
     run_loadgen cluster "$scenario" "${NODES[@]/%/:$MQTT_PORT}"
     sleep 1
 done
+read -r TERM_AFTER LEADER_AFTER CHANGES_AFTER < <(raft_view)
+log "cluster: term $TERM_BEFORE -> $TERM_AFTER, leader $LEADER_BEFORE -> $LEADER_AFTER"
 stop_pids "${PIDS[@]}"
 PIDS=()
 
@@ -190,6 +207,9 @@ PIDS=()
         printf '%-8s %-8s %13s %13s %9s ms %9s ms %6s  %s\n' "$setup" "$scenario" "$dps" \
             "$pps" "$p50" "$p99" "$lost" "$status"
     done
+    echo
+    echo "cluster across its runs: term $TERM_BEFORE -> $TERM_AFTER, leader $LEADER_BEFORE ->" \
+        "$LEADER_AFTER, leader changes counted by nodes 1,2,3: $CHANGES_BEFORE -> $CHANGES_AFTER"
     echo
     echo "node log lines at WARN or ERROR:"
     for f in "$OUT"/*-node*.log; do

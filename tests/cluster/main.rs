@@ -6,8 +6,10 @@
 //! Files are numbered by kind (STYLE.md 15): t10 forming a cluster, t20 routing across
 //! nodes, t30 sessions across nodes, t40 membership, t50 failures and restarts, t60
 //! bad flags, t70 failover under load, partitions included (tests/support/checker.rs),
-//! t90 the soak: a seeded random schedule of all those faults.
-//! Raft timing (heartbeat 100 ms, election 0.5–1 s) gets generous bounds
+//! t72-t78 partial partitions, pauses, power loss, damaged data dirs and clock jumps,
+//! t80 elections (a node back from a partition does not depose the leader), t90 the
+//! soak: a seeded random schedule of all those faults. Raft timing (heartbeat 100 ms,
+//! election after 0.5–0.8 s without a leader) gets generous bounds
 //! ([`support::cluster::CLUSTER_TIMEOUT`]); nothing sleeps without a condition, but
 //! the soak holding a fault.
 
@@ -30,4 +32,5 @@ mod t74_pauses;
 mod t75_power_loss;
 mod t76_damaged_data_dir;
 mod t78_clock_jumps;
+mod t80_prevote;
 mod t90_soak;

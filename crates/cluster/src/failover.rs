@@ -25,14 +25,15 @@ use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
-use crate::node::{Node, COMMIT_TIMEOUT};
+use crate::node::{Node, COMMIT_TIMEOUT, ELECTION};
 use crate::types::Cmd;
 
 /// How often the checks run.
 const TICK: Duration = Duration::from_millis(250);
 /// Silence from the leader (or, leading, from a majority) after which a node counts
-/// itself unable to commit.
-const QUORUM_SILENCE: Duration = Duration::from_secs(2);
+/// itself unable to commit: the longest election timeout, after which a follower
+/// stands itself and the majority side of a partition has elected a new leader.
+const QUORUM_SILENCE: Duration = ELECTION.end;
 
 /// Failure handling, counted since this node started (for metrics and `/cluster`).
 #[derive(Debug, Default)]
@@ -258,7 +259,7 @@ impl OfflineSince {
 
 /// When a majority of the voters, this leader included, had last answered it: the
 /// leader's contact with its quorum.
-fn quorum_contact(
+pub(crate) fn quorum_contact(
     node: &Node,
     m: &openraft::RaftMetrics<u64, crate::types::NodeInfo>,
 ) -> Option<Instant> {

@@ -6,12 +6,15 @@
 //! - `network`: the node-to-node transport (frames, requests, openraft's client side).
 //! - `failover`: quorum watch, dead-node detection, wills of dead nodes' clients,
 //!   session expiry (leader-driven, through Raft).
+//! - `prevote`: elections (openraft's timer is off): a node stands only when a majority
+//!   says it has no live leader, so a node back from a partition does not depose one.
 //! - `node`: one member: start (bootstrap / join), the proposer (group commit), the
 //!   transport server, membership changes and status.
 
 mod failover;
 mod network;
 mod node;
+mod prevote;
 mod types;
 
 pub use failover::Events;

@@ -17,6 +17,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::LogId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,6 +50,22 @@ pub enum Request {
         message: StoredMessage,
         targets: Vec<Target>,
     },
+    /// Would you vote for `candidate`, whose log ends at `last_log_id`? (`prevote`)
+    PreVote {
+        candidate: u64,
+        last_log_id: Option<LogId<u64>>,
+    },
+}
+
+/// A pre-vote answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ballot {
+    Yes,
+    /// This node heard from a live leader (which one, when known) within the lease, or
+    /// is that leader with a quorum.
+    LeaderAlive(Option<u64>),
+    /// The candidate's log is behind this node's.
+    LogBehind,
 }
 
 /// Why a leader-only request was not done.
@@ -68,6 +85,7 @@ pub enum Response {
     /// The log index the batch was committed at, and its outcomes.
     Write(Result<(u64, Resp), LeaderError>),
     Done(Result<(), LeaderError>),
+    PreVote(Ballot),
 }
 
 fn config() -> bincode::config::Configuration {
@@ -203,14 +221,15 @@ fn remote<T, E: std::error::Error>(
     })
 }
 
-/// When each peer last answered a Raft RPC of ours. A leader sends every follower a
-/// heartbeat per `heartbeat_interval`, so on the leader this tells which nodes are
-/// reachable (`failover` declares the silent ones dead).
+/// When each peer last answered a Raft RPC (or a pre-vote) of ours. A leader sends every
+/// follower a heartbeat per `heartbeat_interval`, so on the leader this tells which
+/// nodes are reachable (`failover` declares the silent ones dead); a follower that
+/// hears no leader asks the others for pre-votes, so it too knows whom it still reaches.
 #[derive(Default)]
 pub struct Contacts(Mutex<HashMap<u64, Instant>>);
 
 impl Contacts {
-    fn seen(&self, node: u64) {
+    pub fn seen(&self, node: u64) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.insert(node, Instant::now());
     }

@@ -2,6 +2,7 @@
 //! proposer (group commit), membership (bootstrap, join, remove) and status.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 use crate::failover;
 use crate::failover::{Counters, Events};
 use crate::network::{self, Contacts, LeaderError, Network, Peer, Request, Response};
+use crate::prevote::{self, ElectionClock};
 use crate::types::{App, Cmd, LogStore, NodeInfo, Raft, Resp, StateMachineStore};
 
 /// How long a proposal may wait for a leader and a quorum before it fails.
@@ -28,6 +30,27 @@ pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BATCH: usize = 1024;
 /// Forwarded publishes queued per peer before new ones are dropped.
 const FORWARD_QUEUE: usize = 65_536;
+
+// Raft timing. openraft's defaults (heartbeat 50 ms, election 150-300 ms) are LAN-test
+// values.
+/// The leader's heartbeat interval; openraft ticks every 1.5 of them, so an idle
+/// follower hears from the leader every 150 ms. It is also the timeout of an
+/// AppendEntries round trip, the follower's fsync included: far above an fsync (a few
+/// ms on an SSD), so that a slow disk does not starve the heartbeats.
+pub(crate) const HEARTBEAT: Duration = Duration::from_millis(100);
+/// A voter that heard from a live leader within this long refuses to vote, in the
+/// pre-vote and in openraft's own vote (its leader lease): over two idle heartbeats, so
+/// that one late heartbeat opens no election.
+pub(crate) const LEASE: Duration = Duration::from_millis(400);
+/// A voter that heard no leader for a timeout drawn from this range stands for election
+/// if a majority would vote for it (`prevote`). It starts above the lease, so that the
+/// others' leases have run out too when it asks. From a leader's death to a new leader:
+/// 0.5 to 0.8 s, plus a few round trips and a vote's fsync; its clients are served again
+/// by another node 0.6 to 0.85 s after the crash (benches/failover.sh). With openraft's
+/// own elections a follower waited out a lease of 1 s, then an election timeout of 0.5
+/// to 1 s (1.5 to 2 s): only the pre-vote makes shorter timeouts safe, as a follower
+/// that alone misses heartbeats cannot depose a leader the others still hear.
+pub(crate) const ELECTION: Range<Duration> = Duration::from_millis(500)..Duration::from_millis(800);
 
 /// What a node needs to start.
 pub struct Settings {
@@ -62,10 +85,12 @@ type Proposal = (
 
 pub struct Node {
     pub id: NodeId,
-    raft: Raft,
+    pub(crate) raft: Raft,
     log: LogStore,
     pub(crate) sm: StateMachineStore,
     pub(crate) contacts: Arc<Contacts>,
+    /// What the election timeout runs from, besides the leader's last word.
+    pub(crate) election: ElectionClock,
     pub(crate) counters: Counters,
     /// Whether we can commit, as the failover watch last saw it.
     pub(crate) quorum: std::sync::atomic::AtomicBool,
@@ -132,15 +157,16 @@ fn snapshot_logs() -> u64 {
 
 fn raft_config() -> Result<openraft::Config, StartError> {
     let every = snapshot_logs();
-    // openraft's defaults are LAN-test values; an AppendEntries round trip, follower
-    // fsync included, must fit in a heartbeat interval. A follower waits for the dead
-    // leader's lease (election_timeout_max) plus an election timeout before it stands:
-    // 1.5 to 2 s from a leader's death to a new one, as etcd's defaults give.
+    let ms = |d: Duration| d.as_millis() as u64;
+    // openraft's election timer is off: `prevote` stands for election. What is left of
+    // its election timeout: the maximum is its leader lease, the minimum bounds a vote
+    // round trip (the voter's fsync of its vote included).
     openraft::Config {
         cluster_name: "raftmq".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
+        heartbeat_interval: ms(HEARTBEAT),
+        election_timeout_min: ms(LEASE) / 2,
+        election_timeout_max: ms(LEASE),
+        enable_elect: false,
         install_snapshot_timeout: 10_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(every),
         max_in_snapshot_log_to_keep: every.min(1000),
@@ -179,6 +205,7 @@ impl Node {
             log,
             sm,
             contacts,
+            election: ElectionClock::default(),
             counters: Counters::default(),
             down: Mutex::new(Vec::new()),
             // Until the watch has looked: a node starts as if it could, so that its
@@ -195,6 +222,7 @@ impl Node {
         tokio::spawn(propose(node.clone(), rx));
         tokio::spawn(watch(node.clone()));
         tokio::spawn(failover::run(node.clone()));
+        tokio::spawn(prevote::run(node.clone()));
         let initialized = node
             .raft
             .is_initialized()
@@ -450,13 +478,13 @@ impl Node {
             .get_node(&self.id)
             .is_some();
         let applied = m.last_applied.map(|l| l.index);
-        // A leader cut off from its majority still names itself leader: the failover
-        // watch's quorum flag tells.
+        // A leader cut off from its majority still names itself leader, and a follower
+        // the leader it last heard from: the failover watch's quorum flag tells.
         member
             && m.current_leader.is_some()
             && matches!(m.state, ServerState::Leader | ServerState::Follower)
             && applied >= self.log.committed_index()
-            && (m.state != ServerState::Leader || self.can_commit())
+            && self.can_commit()
     }
 
     pub async fn shutdown(&self) {
@@ -687,7 +715,7 @@ async fn connection(node: Arc<Node>, mut stream: TcpStream) {
                 }
                 Response::Append(resp)
             }
-            Request::Vote(r) => Response::Vote(node.raft.vote(r).await),
+            Request::Vote(r) => Response::Vote(prevote::vote(&node, r).await),
             Request::Snapshot(r) => {
                 let resp = node.raft.install_snapshot(r).await;
                 if resp.is_ok() {
@@ -695,6 +723,10 @@ async fn connection(node: Arc<Node>, mut stream: TcpStream) {
                 }
                 Response::Snapshot(resp)
             }
+            Request::PreVote {
+                candidate,
+                last_log_id,
+            } => Response::PreVote(prevote::ballot(&node, candidate, last_log_id)),
             Request::Write(cmd) => Response::Write(node.leader_write(cmd).await),
             Request::Join { id, node: info } => Response::Done(node.add_member(id, info).await),
             Request::Remove { id } => Response::Done(node.remove_member(id).await),
