@@ -21,7 +21,9 @@ use crate::cluster_api::{ClusterApi, ClusterError, ClusterFuture, CutOff, NodeId
 use crate::config::{Config, QueuePolicy};
 use crate::metrics::Metrics;
 use crate::packet::{MessageProperties, Protocol, QoS, Will};
-use crate::replicated::{now_ms, Event, Origin, Outcome, StoredMessage, Target as DurableTarget};
+use crate::replicated::{
+    now_ms, Event, Origin, Outcome, StoredMessage, Target as DurableTarget, WILL_SEQ,
+};
 use crate::retained::RetainedStore;
 use crate::session::{Attachment, Delivery, Enqueued, Session, SubOptions};
 use crate::subscriptions::{Match, SubscriptionTree};
@@ -115,6 +117,9 @@ pub(crate) struct Publisher<'a> {
     pub proposed: &'a mut u64,
     /// The packet id of a QoS 2 message from a persistent session, held until PUBREL.
     pub qos2_pkid: Option<u16>,
+    /// The message is the will of the offline session `(client_id, epoch)`
+    /// ([`crate::replicated::WILL_SEQ`]).
+    pub will: bool,
 }
 
 /// Everything the connections share.
@@ -213,20 +218,30 @@ impl Shared {
         // is what makes its resend (DUP, perhaps at another node) known: its QoS 2
         // deliveries, to clean sessions too, go out from that commit, never before it,
         // or a resend after a failed commit would deliver it again.
-        let exactly_once = msg.qos == QoS::ExactlyOnce
-            && publisher.as_ref().is_some_and(|p| p.qos2_pkid.is_some());
+        // A will, likewise: its commit takes it, once, and only what that commit
+        // carries is delivered at QoS 1/2.
+        let is_will = publisher.as_ref().is_some_and(|p| p.will);
+        let exactly_once = is_will
+            || msg.qos == QoS::ExactlyOnce
+                && publisher.as_ref().is_some_and(|p| p.qos2_pkid.is_some());
         let routed = self.route(msg, exactly_once);
         // Cut off from the majority, a QoS 1/2 ack waits for quorum (or fails), even
         // for a message that only clean sessions take.
         let cut_off = msg.qos != QoS::AtMostOnce && !self.cluster.can_commit();
         let qos2_held = publisher.as_ref().is_some_and(|p| p.qos2_pkid.is_some());
-        if !routed.durable.is_empty() || qos2_held || cut_off {
+        if !routed.durable.is_empty() || qos2_held || cut_off || is_will {
             let from = publisher.map(|p| {
-                *p.proposed += 1;
+                let seq = match p.will {
+                    true => WILL_SEQ,
+                    false => {
+                        *p.proposed += 1;
+                        *p.proposed
+                    }
+                };
                 Origin {
                     client_id: p.client_id.to_string(),
                     epoch: p.epoch,
-                    seq: *p.proposed,
+                    seq,
                     qos2_pkid: p.qos2_pkid,
                 }
             });
@@ -365,7 +380,7 @@ impl Shared {
         let owner = session.owner();
         let durable = match delivery.qos {
             QoS::AtMostOnce => false,
-            QoS::ExactlyOnce if exactly_once => true,
+            _ if exactly_once => true,
             _ => session.lock().expiry_secs != 0,
         };
         if !durable && owner == self.node {

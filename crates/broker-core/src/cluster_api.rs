@@ -57,9 +57,17 @@ pub trait Engine: Send + Sync + 'static {
     fn applied(&self, event: &Event, outcome: &Outcome, state: &State);
     /// Another node forwarded a message for the listed local sessions.
     fn forwarded(&self, message: StoredMessage, targets: Vec<Target>);
-    /// Publishes the will of a client whose node died (the leader does, once the
-    /// cluster has committed that it fires).
-    fn publish_will(&self, will: StoredMessage, username: Option<String>);
+    /// Publishes the due will of the offline session `(client_id, epoch)` (the leader
+    /// does). Its commit takes the will from the session, so a will is published once
+    /// even if it is tried again, or by another leader; resolves once committed (an
+    /// error if it was taken already, or not committed).
+    fn publish_will(
+        &self,
+        client_id: &str,
+        epoch: u64,
+        will: StoredMessage,
+        username: Option<String>,
+    ) -> ClusterFuture<()>;
     /// This node has heard from no leader (or, leading, from no majority) for longer
     /// than the node-down time: its clients' sessions are being served elsewhere, or
     /// will be, so it closes every client connection and refuses new ones until

@@ -431,7 +431,7 @@ impl Connection {
             .unwrap_or(Duration::from_secs(365 * 24 * 3600));
         let keep_alive = tokio::time::sleep(idle);
         tokio::pin!(keep_alive);
-        let (rd, mut wr) = stream.split();
+        let (rd, wr) = stream.split();
         let bound = self.shared.config.max_queued_messages;
 
         // One registered wake-up, kept across iterations and re-armed only when it fires:
@@ -463,9 +463,23 @@ impl Connection {
                 && self.held.len() < MAX_HELD;
             tokio::select! {
                 biased;
-                r = wr.write(&self.wbuf), if !self.wbuf.is_empty() => match r {
-                    Ok(n) => self.wbuf.advance(n),
-                    Err(e) => break Exit::Lost(e.to_string()),
+                r = wr.writable(), if !self.wbuf.is_empty() => {
+                    if let Err(e) = r {
+                        break Exit::Lost(e.to_string());
+                    }
+                    // Checked right before the bytes leave: a node resumed from a pause
+                    // must not send what it had buffered for a session that may be
+                    // served elsewhere by now.
+                    if let Some(cut) = self.shared.cut_off() {
+                        break Exit::CutOff {
+                            server_reference: cut.server_reference,
+                        };
+                    }
+                    match wr.try_write(&self.wbuf) {
+                        Ok(n) => self.wbuf.advance(n),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => break Exit::Lost(e.to_string()),
+                    }
                 },
                 r = rd.readable(), if can_read => {
                     if let Err(e) = r {
@@ -765,6 +779,7 @@ impl Connection {
             Some(self.client_id.clone()),
         ));
         let publisher = Publisher {
+            will: false,
             client_id: &self.client_id,
             epoch: self.epoch,
             proposed: &mut self.proposed,

@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
+use crate::broker::Publisher;
 use crate::broker::{Message, Routed, Shared};
-use crate::cluster_api::{CutOff, Engine, NodeId};
+use crate::cluster_api::{ClusterFuture, CutOff, Engine, NodeId};
 use crate::packet::QoS;
 use crate::replicated::{
     now_ms, pkid_for, Event, Outcome, SessionRecord, State, StoredMessage, Target,
@@ -213,17 +214,46 @@ impl Engine for Shared {
     }
 
     /// Its expiry interval counts from now, when it is published.
-    fn publish_will(&self, will: StoredMessage, username: Option<String>) {
-        let msg = Message::new(
+    fn publish_will(
+        &self,
+        client_id: &str,
+        epoch: u64,
+        will: StoredMessage,
+        username: Option<String>,
+    ) -> ClusterFuture<()> {
+        let msg = Arc::new(Message::new(
             will.topic,
             will.payload,
             QoS::from_u8(will.qos).unwrap_or(QoS::AtMostOnce),
             will.retain,
             will.properties,
             will.publisher.as_deref().map(Into::into),
-        );
-        tracing::info!(client_id = ?msg.publisher, topic = %msg.topic, "publishing the will of a client of a dead node");
-        self.publish_will_message(msg, username.as_deref());
+        ));
+        let allowed = self.acl.is_empty()
+            || self
+                .acl
+                .can_publish(client_id, username.as_deref(), &msg.topic);
+        if !allowed {
+            // Not to be published: taken all the same, so that it is not tried again.
+            let taken = self.cluster.commit(Event::FireWill {
+                client_id: client_id.to_string(),
+                epoch,
+            });
+            return Box::pin(async move { taken.await.map(|_| ()) });
+        }
+        tracing::info!(client_id, topic = %msg.topic, "publishing the will of an offline session");
+        let mut proposed = 0;
+        let publisher = Publisher {
+            client_id,
+            epoch,
+            proposed: &mut proposed,
+            qos2_pkid: None,
+            will: true,
+        };
+        match self.publish(&msg, Some(publisher)) {
+            (_, Some(committed)) => committed,
+            (_, None) => Box::pin(async { Ok(()) }),
+        }
     }
 }
 

@@ -34,6 +34,11 @@ pub struct StoredMessage {
 
 /// Wall-clock milliseconds since the Unix epoch: the clock replicated deadlines (session
 /// expiry, will delay) are written in, since an `Instant` means nothing on another node.
+/// The `Origin::seq` of a will's `Publish`: the will of the offline session
+/// `(client_id, epoch)`, taken by the same apply that queues it, so that it is
+/// published once even if the leader that publishes it dies right after the commit.
+pub const WILL_SEQ: u64 = u64::MAX;
+
 pub fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
 }
@@ -445,7 +450,16 @@ impl State {
                 // would overtake its resend), is refused: first deliveries keep the
                 // publisher's order. One whose QoS 2 packet id is held is a resend
                 // committed twice: queued once.
-                if let Some(o) = from {
+                if let Some(o) = from.as_ref().filter(|o| o.seq == WILL_SEQ) {
+                    let Some(rec) = self.current(&o.client_id, o.epoch) else {
+                        return Outcome::Stale;
+                    };
+                    if rec.connected || rec.will_due_ms.is_none() || rec.will.is_none() {
+                        return Outcome::Stale;
+                    }
+                    rec.will = None;
+                    rec.will_due_ms = None;
+                } else if let Some(o) = from {
                     let Some(rec) = self.current(&o.client_id, o.epoch) else {
                         return Outcome::Stale;
                     };

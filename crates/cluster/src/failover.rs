@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker_core::cluster_api::CutOff;
-use broker_core::replicated::{now_ms, Event, Outcome, State};
+use broker_core::replicated::{now_ms, Event, Outcome, State, StoredMessage};
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -96,9 +96,15 @@ fn node_down_after() -> Duration {
 pub async fn run(node: Arc<Node>) {
     let down_after = node_down_after();
     let mut offline = OfflineSince::default();
+    // Wills being published: not tried again while their commit may still land.
+    let mut firing: HashMap<(String, u64), Instant> = HashMap::new();
     let mut quorum = false;
     let mut cut_off = false;
     let started = Instant::now();
+    // Until when the engine's lease runs, and, once it has run out, the commit index
+    // this node must apply before it serves again (see below).
+    let mut lease_until: Option<Instant> = None;
+    let mut catch_up: Option<u64> = None;
     // When we last became leader: silence is counted from then at the earliest.
     let mut leading_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(TICK);
@@ -124,8 +130,27 @@ pub async fn run(node: Arc<Node>) {
             node.heard_leader_at(contact);
         }
         let silence = contact.elapsed();
-        if let Some(engine) = node.engine() {
-            engine.renew_lease(contact + down_after);
+        // A lease that ran out (paused, cut off) is renewed only once this node has
+        // applied what the leader had committed when it heard it again: hearing a
+        // heartbeat is not knowing that its sessions were taken elsewhere meanwhile.
+        if lease_until.is_some_and(|t| Instant::now() >= t) && catch_up.is_none() {
+            catch_up = Some(node.leader_commit.load(Ordering::Relaxed));
+        }
+        if !leader && silence < down_after {
+            if let Some(target) = catch_up {
+                let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
+                if applied >= target {
+                    catch_up = None;
+                }
+            }
+        } else if leader {
+            catch_up = None;
+        }
+        if catch_up.is_none() {
+            lease_until = Some(contact + down_after);
+            if let Some(engine) = node.engine() {
+                engine.renew_lease(contact + down_after);
+            }
         }
         let now_quorum = match m.state {
             ServerState::Leader => silence < QUORUM_SILENCE,
@@ -183,10 +208,33 @@ pub async fn run(node: Arc<Node>) {
             continue;
         }
         let since = *leading_since.get_or_insert_with(Instant::now);
-        let due = node
+        let (due, wills) = node
             .sm
-            .read(|app| app.state.due(|id, _| offline.ms(id)))
+            .read(|app| {
+                let due = app.state.due(|id, _| offline.ms(id));
+                let (wills, others): (Vec<Event>, Vec<Event>) = due
+                    .into_iter()
+                    .partition(|e| matches!(e, Event::FireWill { .. }));
+                let wills: Vec<DueWill> = wills
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::FireWill { client_id, epoch } => {
+                            let rec = app.state.sessions.get(client_id)?;
+                            let will = rec.will.as_ref()?;
+                            Some((
+                                client_id.clone(),
+                                *epoch,
+                                will.message.clone(),
+                                rec.username.clone(),
+                            ))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                (others, wills)
+            })
             .await;
+        fire_wills(&node, wills, &mut firing);
         let mut events = Vec::new();
         let members: Vec<u64> = m
             .membership_config
@@ -257,8 +305,9 @@ impl OfflineSince {
     }
 }
 
-/// When a majority of the voters, this leader included, had last answered it: the
-/// leader's contact with its quorum.
+/// When a majority of the voters, this leader included, had last accepted it as leader:
+/// the leader's contact with its quorum. Refusals do not count: a leader resumed from
+/// a pause hears at once from peers that have moved on to a new term.
 pub(crate) fn quorum_contact(
     node: &Node,
     m: &openraft::RaftMetrics<u64, crate::types::NodeInfo>,
@@ -268,7 +317,7 @@ pub(crate) fn quorum_contact(
         .iter()
         .map(|&id| match id == node.id {
             true => Some(Instant::now()),
-            false => node.contacts.last(id),
+            false => node.contacts.last_followed(id),
         })
         .collect();
     // Most recent first (None, never heard, last): the majority-th is the quorum's.
@@ -298,6 +347,33 @@ fn server_reference(
             addr.parse::<std::net::SocketAddr>()
                 .map_or(true, |a| !a.ip().is_unspecified())
         })
+}
+
+/// A due will: its session `(client_id, epoch)`, the message and the client's username.
+type DueWill = (String, u64, StoredMessage, Option<String>);
+
+/// Publishes the due wills (the leader does), each at most once per commit timeout:
+/// the commit of its publication takes it from the session, so a second try, or
+/// another leader's, finds it gone.
+fn fire_wills(node: &Arc<Node>, wills: Vec<DueWill>, firing: &mut HashMap<(String, u64), Instant>) {
+    firing.retain(|_, at| at.elapsed() < 2 * COMMIT_TIMEOUT);
+    let Some(engine) = node.engine() else {
+        return;
+    };
+    for (client_id, epoch, message, username) in wills {
+        let key = (client_id, epoch);
+        if firing.contains_key(&key) {
+            continue;
+        }
+        let committed = engine.publish_will(&key.0, key.1, message, username);
+        firing.insert(key, Instant::now());
+        let node = node.clone();
+        tokio::spawn(async move {
+            if committed.await.is_ok() {
+                inc(&node.counters.wills_published);
+            }
+        });
+    }
 }
 
 /// Commits the leader's events as the leader, in one entry, never through another
@@ -330,12 +406,6 @@ async fn commit_all(node: &Arc<Node>, events: Vec<Event>) {
             (Event::NodeDown { .. }, Outcome::Done) => inc(&c.nodes_down),
             (Event::NodeUp { .. }, Outcome::Done) => inc(&c.nodes_up),
             (Event::Expire { .. }, Outcome::Done) => inc(&c.sessions_expired),
-            (Event::FireWill { .. }, Outcome::Will { message, username }) => {
-                inc(&c.wills_published);
-                if let Some(engine) = node.engine() {
-                    engine.publish_will(*message, username);
-                }
-            }
             _ => {}
         }
     }

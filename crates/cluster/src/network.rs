@@ -225,18 +225,36 @@ fn remote<T, E: std::error::Error>(
 /// follower a heartbeat per `heartbeat_interval`, so on the leader this tells which
 /// nodes are reachable (`failover` declares the silent ones dead); a follower that
 /// hears no leader asks the others for pre-votes, so it too knows whom it still reaches.
+/// `followed` is narrower: answers to our AppendEntries that accepted us as leader (a
+/// refusal with a higher vote is not one), the measure of a leader's quorum.
 #[derive(Default)]
-pub struct Contacts(Mutex<HashMap<u64, Instant>>);
+pub struct Contacts {
+    seen: Mutex<HashMap<u64, Instant>>,
+    followed: Mutex<HashMap<u64, Instant>>,
+}
+
+fn note(map: &Mutex<HashMap<u64, Instant>>, node: u64) {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    map.insert(node, Instant::now());
+}
+
+fn get(map: &Mutex<HashMap<u64, Instant>>, node: u64) -> Option<Instant> {
+    let map = map.lock().unwrap_or_else(|e| e.into_inner());
+    map.get(&node).copied()
+}
 
 impl Contacts {
     pub fn seen(&self, node: u64) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(node, Instant::now());
+        note(&self.seen, node);
     }
 
     pub fn last(&self, node: u64) -> Option<Instant> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&node).copied()
+        get(&self.seen, node)
+    }
+
+    /// When `node` last accepted us as its leader.
+    pub fn last_followed(&self, node: u64) -> Option<Instant> {
+        get(&self.followed, node)
     }
 }
 
@@ -281,7 +299,12 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
         match self.call(&Request::Append(rpc)).await? {
-            Response::Append(r) => remote(self.target, &self.node, r),
+            Response::Append(r) => {
+                if matches!(&r, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+                    note(&self.contacts.followed, self.target);
+                }
+                remote(self.target, &self.node, r)
+            }
             _ => Err(CallError::Unexpected.into()),
         }
     }

@@ -97,6 +97,8 @@ pub struct Node {
     /// When a leader last reached us (AppendEntries or a snapshot it sent, accepted
     /// as from the current leader): a follower's measure of being cut off.
     pub(crate) leader_heard: Mutex<Option<std::time::Instant>>,
+    /// The highest commit index a leader has told us of (AppendEntries).
+    pub(crate) leader_commit: std::sync::atomic::AtomicU64,
     /// Nodes declared dead, as last read from the state (for `status`).
     pub(crate) down: Mutex<Vec<NodeId>>,
     proposals: mpsc::UnboundedSender<Proposal>,
@@ -212,6 +214,7 @@ impl Node {
             // first publishes are not held for nothing.
             quorum: std::sync::atomic::AtomicBool::new(true),
             leader_heard: Mutex::new(None),
+            leader_commit: std::sync::atomic::AtomicU64::new(0),
             proposals: tx,
             forwards: Mutex::new(HashMap::new()),
             membership: tokio::sync::Mutex::new(()),
@@ -709,6 +712,10 @@ async fn connection(node: Arc<Node>, mut stream: TcpStream) {
         };
         let resp = match req {
             Request::Append(r) => {
+                if let Some(commit) = &r.leader_commit {
+                    node.leader_commit
+                        .fetch_max(commit.index, std::sync::atomic::Ordering::Relaxed);
+                }
                 let resp = node.raft.append_entries(r).await;
                 if matches!(&resp, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
                     node.heard_leader();
