@@ -292,8 +292,10 @@ pub enum Event {
     NodeDown { node: NodeId, at_ms: u64 },
     /// A node declared dead answers again.
     NodeUp { node: NodeId },
-    /// The leader publishes the due will of the session of `epoch` (once: the first
-    /// such event takes it).
+    /// Takes the due will of the session of `epoch` without publishing it (its
+    /// client's access rules forbid it). A will that is published is taken by its own
+    /// `Publish` ([`WILL_SEQ`]); [`State::due`] lists due wills as `FireWill` for the
+    /// leader to publish.
     FireWill { client_id: String, epoch: u64 },
     /// The connection of `epoch` ended and its will (the one in the record) is the
     /// cluster's to publish: the session goes offline as with `Release`, and the
@@ -327,7 +329,7 @@ pub enum Outcome {
     Queued(Vec<Option<u64>>),
     /// A QoS 2 message whose packet id was held already: committed before, not queued.
     Duplicate,
-    /// The will `FireWill` took, to publish, and the client's username (for its ACL).
+    /// The will `FireWill` took (not published), and the client's username.
     Will {
         message: Box<StoredMessage>,
         username: Option<String>,
@@ -578,7 +580,8 @@ impl State {
         }
     }
 
-    /// What the leader should propose now: the due wills, then the expired sessions.
+    /// What the leader should do now: the due wills (as `FireWill`, each published by
+    /// the leader with [`WILL_SEQ`]), then the expired sessions.
     /// `offline_ms` tells how long an offline session has been offline. The leader
     /// measures that on its own monotonic clock, never as wall-clock time minus the
     /// replicated `released_at_ms`: a wall clock that jumps an hour forward must not
