@@ -26,7 +26,9 @@
 //!   callback (so before any AppendEntries reply or commit, hence before any PUBACK), a
 //!   snapshot before `install_snapshot` returns. `save_committed`, `truncate` and `purge`
 //!   are not synced on their own: losing them only re-applies or re-truncates on restart,
-//!   and the next synced write (sled's log is one sequence) carries them anyway.
+//!   and the next synced write (sled's log is one sequence) carries them anyway. A purge
+//!   only records `last_purged`; a background thread deletes the dead entries one by one
+//!   (`log_store.rs` says why), and readers skip what `last_purged` covers meanwhile.
 //! - Damage (a bad sector, a truncated file) makes sled replay its log only up to the
 //!   damage, silently. `watermark.rs` records, outside sled, how far the log and the
 //!   vote had been made durable, and [`open`] refuses a log that ends below that.

@@ -186,3 +186,43 @@ fn corrupt_log_entry_is_a_storage_error() {
         assert_eq!(log.try_get_log_entries(3..).await.unwrap().len(), 1);
     });
 }
+
+/// A purge makes the entries it covers unreadable at once and deletes them in the
+/// background; a purge of the whole log keeps the purge point as the last log id.
+#[test]
+fn purge_hides_at_once_and_sweeps_later() {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader};
+    let dir = tempfile::tempdir().unwrap();
+    let log_id = |i| LogId::new(CommittedLeaderId::new(1, 0), i);
+    rt().block_on(async {
+        let (mut log, _sm): Stores = persistence::open(dir.path()).unwrap();
+        let entries: Vec<Entry<TestConfig>> = (1..=100)
+            .map(|i| Entry {
+                log_id: log_id(i),
+                payload: EntryPayload::Normal(Set {
+                    key: format!("k{i}"),
+                    value: "v".into(),
+                }),
+            })
+            .collect();
+        log.blocking_append(entries).await.unwrap();
+        log.purge(log_id(60)).await.unwrap();
+        let read = log.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(read.first().map(|e| e.log_id.index), Some(61));
+        assert_eq!(read.len(), 40);
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(60)));
+        assert_eq!(st.last_log_id, Some(log_id(100)));
+        // The sweep deletes the 60 dead entries (bounded wait).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while format!("{log:?}") != "LogStore { entries: 40 }" {
+            assert!(std::time::Instant::now() < deadline, "not swept: {log:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // Purging everything: whatever the sweep has done, the log ends at the purge point.
+        log.purge(log_id(100)).await.unwrap();
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id, Some(log_id(100)));
+        assert!(log.try_get_log_entries(0..).await.unwrap().is_empty());
+    });
+}
