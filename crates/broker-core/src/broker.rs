@@ -1,4 +1,4 @@
-//! The broker's shared state and its listener: the session registry, the subscription
+//! The broker's shared state: the session registry, the subscription
 //! trie, retained messages, and the routing of one publish to every matching session.
 //!
 //! Lock order: `sessions` → `subs` → a session's own lock; `retained` is never held with
@@ -6,76 +6,23 @@
 //! collecting its targets, never while delivering.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use std::time::Duration;
 
 use crate::acl::Acl;
-use crate::cluster_api::{ClusterApi, ClusterError, ClusterFuture, CutOff, NodeId};
+use crate::cluster_api::{ClusterApi, ClusterError, ClusterFuture, CutOff};
 use crate::config::{Config, QueuePolicy};
+use crate::message::Message;
 use crate::metrics::Metrics;
-use crate::packet::{MessageProperties, Protocol, QoS, Will};
+use crate::packet::{Protocol, QoS, SubOptions, Will};
+use crate::replicated::NodeId;
 use crate::replicated::{
     now_ms, Event, Origin, Outcome, StoredMessage, Target as DurableTarget, WILL_SEQ,
 };
 use crate::retained::RetainedStore;
-use crate::session::{Attachment, Delivery, Enqueued, Session, SubOptions};
+use crate::session::{Attachment, Delivery, Enqueued, Session};
 use crate::subscriptions::{Match, SubscriptionTree};
-use crate::wire::WireCache;
-
-/// An application message as routed: built once per PUBLISH and shared, payload
-/// included, by every session it goes to.
-#[derive(Debug)]
-pub struct Message {
-    pub topic: String,
-    pub payload: Bytes,
-    pub qos: QoS,
-    pub retain: bool,
-    pub properties: MessageProperties,
-    /// When the v5 message expiry interval runs out.
-    pub expires_at: Option<Instant>,
-    /// The publishing client, for v5 no-local.
-    pub publisher: Option<Arc<str>>,
-    /// Its encoded PUBLISH header, shared by the subscribers it goes to.
-    pub wire: WireCache,
-}
-
-impl Message {
-    pub fn new(
-        topic: String,
-        payload: Bytes,
-        qos: QoS,
-        retain: bool,
-        properties: MessageProperties,
-        publisher: Option<Arc<str>>,
-    ) -> Message {
-        let expires_at = properties
-            .message_expiry_interval
-            .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
-        Message {
-            topic,
-            payload,
-            qos,
-            retain,
-            properties,
-            expires_at,
-            publisher,
-            wire: WireCache::default(),
-        }
-    }
-
-    /// Whether its message expiry interval has run out: such a message is dropped
-    /// rather than sent.
-    pub fn is_expired(&self, now: Instant) -> bool {
-        self.expires_at.is_some_and(|t| t <= now)
-    }
-}
 
 /// A subscription as the trie holds it: the session itself, so that a match needs no
 /// registry lookup.
@@ -697,20 +644,9 @@ impl Target {
     }
 }
 
-/// A bound, not yet running, broker.
-pub struct Broker {
-    shared: Arc<Shared>,
-    listener: TcpListener,
-}
-
-impl Broker {
-    /// A broker on an already bound listener (whose real address the cluster needed
-    /// before the broker could exist). Attaches the engine to the cluster's state.
-    pub async fn with_listener(
-        config: Config,
-        listener: TcpListener,
-        cluster: Arc<dyn ClusterApi>,
-    ) -> Broker {
+impl Shared {
+    /// The engine, attached to the cluster's state (which it replays first).
+    pub(crate) async fn start(config: Config, cluster: Arc<dyn ClusterApi>) -> Arc<Shared> {
         let shared = Arc::new(Shared {
             acl: Acl::new(config.acl.clone()),
             config,
@@ -730,51 +666,6 @@ impl Broker {
         });
         cluster.attach(shared.clone()).await;
         shared.release_orphans();
-        Broker { shared, listener }
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    /// Serves clients until `shutdown` resolves, then asks every connection to close
-    /// and waits (bounded) for them.
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> io::Result<()> {
-        // Every connection task holds a clone of `done_tx`; when all are gone, `recv`
-        // returns None (the drop-guard pattern of STYLE.md, convention 9).
-        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let shared = self.shared.clone();
-                        let done = done_tx.clone();
-                        tokio::spawn(async move {
-                            crate::connection::serve(shared, stream, peer).await;
-                            drop(done);
-                        });
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of
-                        // spinning, and keep serving the connections we have.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-            }
-        }
-        tracing::info!("shutting down: closing client connections");
-        self.shared.shutting_down.store(true, Ordering::Release);
-        self.shared.wake_all();
-        drop(done_tx);
-        let _ = tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await;
-        Ok(())
+        shared
     }
 }

@@ -10,11 +10,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::broker::Message;
+use crate::message::Message;
 use crate::replicated::{Event, Outcome, State, StoredMessage, Target};
 
-/// A node of the cluster.
-pub type NodeId = u64;
+pub use crate::replicated::NodeId;
 
 pub type ClusterFuture<T> = Pin<Box<dyn Future<Output = Result<T, ClusterError>> + Send>>;
 

@@ -3,37 +3,43 @@
 //! Reading and writing are both branches of one `select!`, so a client that does not
 //! read never stops us from reading it, and its growing output stops us reading it
 //! (never unbounded buffers).
+//!
+//! The socket is any [`ByteStream`]: plain TCP, TLS, WebSocket or WebSocket over TLS
+//! all arrive here the same way (the transport layer accepts and unwraps them).
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::broker::{Message, Publisher, Shared};
+use crate::broker::{Publisher, Shared};
 use crate::codec::{self, DecodeError};
+use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::packet::{
     reason, Ack, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, RetainHandling,
-    SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+    SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe, Will,
 };
 use crate::replicated::{Event, Outcome, StoredSub, StoredWill};
-use crate::session::{Delivery, Inflight, Session, Stage, SubOptions};
+use crate::session::{Delivery, Inflight, Session, Stage};
 use crate::topic;
 
 /// Stop reading a client while this much output for it is unwritten.
 const WBUF_HIGH: usize = 64 * 1024;
 /// Deliveries taken from a session per lock.
 const DRAIN_BATCH: usize = 64;
-/// Read buffer reserved when the socket is readable. A busy connection keeps its
-/// buffers (no allocation per read or write); an idle one releases them at its next
-/// keep-alive check, and one that has only connected never had any.
+/// Bytes read per read call, into a stack buffer and then appended to the read buffer,
+/// so that a connection waiting for input holds no buffer of its own. A busy connection
+/// keeps its buffers (no allocation per read or write); an idle one releases them at
+/// its next keep-alive check, and one that has only connected never had any.
 const READ_CHUNK: usize = 8 * 1024;
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
@@ -105,27 +111,41 @@ impl Exit {
     }
 }
 
-/// Counts a connection as open for as long as it lives.
-struct OpenGuard<'a>(&'a Shared);
+/// A client's byte stream, whatever carries it.
+pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
-impl Drop for OpenGuard<'_> {
-    fn drop(&mut self) {
-        self.0
-            .metrics
-            .connections_open
-            .fetch_sub(1, Ordering::Relaxed);
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ByteStream for S {}
+
+/// Counts a connection as accepted and open for as long as the returned guard lives;
+/// taken by the transport layer as soon as a socket is accepted, so that a connection
+/// still in its TLS or WebSocket handshake counts too.
+pub(crate) fn open_guard(shared: &Arc<Shared>) -> impl Drop + Send + 'static {
+    struct Open(Arc<Shared>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0
+                .metrics
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+        }
     }
-}
-
-pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
     Metrics::inc(&shared.metrics.connections_accepted);
     Metrics::inc(&shared.metrics.connections_open);
-    let _open = OpenGuard(&shared);
-    let _ = stream.set_nodelay(true);
+    Open(shared.clone())
+}
+
+/// Serves one client: CONNECT (which must arrive before `deadline`, the accept time
+/// plus the connect timeout, whatever handshake came first), then its session.
+pub(crate) async fn serve<S: ByteStream>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) {
     // A future is as large as everything it may await, and this task lives as long as
     // the client stays connected: the handshake, packet processing and the close are
     // boxed so that an idle client holds only the wait loop (memory per connection).
-    let accepted = Box::pin(handshake(&shared, &mut stream, peer)).await;
+    let accepted = Box::pin(handshake(&shared, &mut stream, peer, deadline)).await;
     if let Some((conn, mut rbuf)) = accepted {
         if rbuf.is_empty() {
             rbuf = BytesMut::new();
@@ -135,18 +155,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
 }
 
 /// Reads and answers CONNECT; the connection and any bytes read past CONNECT.
-async fn handshake(
+async fn handshake<S: ByteStream>(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     peer: SocketAddr,
+    deadline: tokio::time::Instant,
 ) -> Option<(Connection, BytesMut)> {
     let mut rbuf = BytesMut::with_capacity(1024);
     let max = shared.config.max_packet_size as usize;
-    let connect = tokio::time::timeout(
-        shared.config.connect_timeout(),
-        read_connect(stream, &mut rbuf, max),
-    )
-    .await;
+    let connect = tokio::time::timeout_at(deadline, read_connect(stream, &mut rbuf, max)).await;
     let connect = match connect {
         Ok(Ok(c)) => c,
         Ok(Err(ConnectError::Decode(DecodeError::UnsupportedProtocol { name, level }))) => {
@@ -180,8 +197,8 @@ enum ConnectError {
     Io(String),
 }
 
-async fn read_connect(
-    stream: &mut TcpStream,
+async fn read_connect<S: ByteStream>(
+    stream: &mut S,
     rbuf: &mut BytesMut,
     max: usize,
 ) -> Result<Connect, ConnectError> {
@@ -200,12 +217,19 @@ async fn read_connect(
     }
 }
 
-async fn write_and_close(stream: &mut TcpStream, packet: &Packet, protocol: Protocol) {
+async fn write_and_close<S: ByteStream>(stream: &mut S, packet: &Packet, protocol: Protocol) {
     let mut out = BytesMut::new();
     if codec::encode(packet, protocol, &mut out).is_ok() {
-        let _ = tokio::time::timeout(CLOSE_FLUSH, stream.write_all(&out)).await;
+        let _ = tokio::time::timeout(CLOSE_FLUSH, write_flush(stream, &out)).await;
     }
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(CLOSE_FLUSH, stream.shutdown()).await;
+}
+
+/// Writes `bytes` and flushes them: TLS and WebSocket streams hold written bytes until
+/// flushed.
+async fn write_flush<S: ByteStream>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// A client id for a client that sent none: unique for the life of this process.
@@ -241,6 +265,8 @@ struct Connection {
     /// v5 Request Problem Information: reason strings may go on acks.
     problem_info: bool,
     wbuf: BytesMut,
+    /// Written to the stream but not yet flushed (TLS and WebSocket buffer writes).
+    unflushed: bool,
     want_drain: bool,
     /// Sessions queued above their bound by this client's publishes (backpressure):
     /// we stop reading the client, though not writing to it, until they have room.
@@ -255,9 +281,9 @@ struct Connection {
 impl Connection {
     /// Validates CONNECT, claims and attaches the session and sends CONNACK; `None`
     /// when the client was refused (the refusal is already sent).
-    async fn accept(
+    async fn accept<S: ByteStream>(
         shared: &Arc<Shared>,
-        stream: &mut TcpStream,
+        stream: &mut S,
         peer: SocketAddr,
         c: Connect,
     ) -> Option<Connection> {
@@ -412,6 +438,7 @@ impl Connection {
             aliases_out_max: c.topic_alias_maximum.unwrap_or(0),
             problem_info: c.request_problem_information != Some(0),
             wbuf: BytesMut::new(),
+            unflushed: false,
             want_drain: true,
             blocked: Vec::new(),
             held: VecDeque::new(),
@@ -422,7 +449,7 @@ impl Connection {
         Some(conn)
     }
 
-    async fn run(mut self, mut stream: TcpStream, mut rbuf: BytesMut) {
+    async fn run<S: ByteStream>(mut self, mut stream: S, mut rbuf: BytesMut) {
         let session = self.session.clone();
         let max_in = self.shared.config.max_packet_size as usize;
         let mut last_read = Instant::now();
@@ -431,7 +458,6 @@ impl Connection {
             .unwrap_or(Duration::from_secs(365 * 24 * 3600));
         let keep_alive = tokio::time::sleep(idle);
         tokio::pin!(keep_alive);
-        let (rd, wr) = stream.split();
         let bound = self.shared.config.max_queued_messages;
 
         // One registered wake-up, kept across iterations and re-armed only when it fires:
@@ -463,40 +489,25 @@ impl Connection {
                 && self.held.len() < MAX_HELD;
             tokio::select! {
                 biased;
-                r = wr.writable(), if !self.wbuf.is_empty() => {
-                    if let Err(e) = r {
-                        break Exit::Lost(e.to_string());
+                io = std::future::poll_fn(|cx| {
+                    poll_io(cx, &mut stream, &self.wbuf, self.unflushed, can_read, &mut rbuf, &self.shared)
+                }), if !self.wbuf.is_empty() || self.unflushed || can_read => match io {
+                    Io::Wrote(n) => {
+                        self.wbuf.advance(n);
+                        self.unflushed = true;
                     }
-                    // Checked right before the bytes leave: a node resumed from a pause
-                    // must not send what it had buffered for a session that may be
-                    // served elsewhere by now.
-                    if let Some(cut) = self.shared.cut_off() {
-                        break Exit::CutOff {
-                            server_reference: cut.server_reference,
-                        };
-                    }
-                    match wr.try_write(&self.wbuf) {
-                        Ok(n) => self.wbuf.advance(n),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => break Exit::Lost(e.to_string()),
-                    }
-                },
-                r = rd.readable(), if can_read => {
-                    if let Err(e) = r {
-                        break Exit::Lost(e.to_string());
-                    }
-                    rbuf.reserve(READ_CHUNK);
-                    match rd.try_read_buf(&mut rbuf) {
-                        Ok(0) => break Exit::Lost("connection closed by client".into()),
-                        Ok(_) => {
-                            last_read = Instant::now();
-                            if let Err(exit) = Box::pin(self.process(&mut rbuf, max_in)).await {
-                                break exit;
-                            }
+                    Io::Flushed => self.unflushed = false,
+                    Io::Read(0) => break Exit::Lost("connection closed by client".into()),
+                    Io::Read(_) => {
+                        last_read = Instant::now();
+                        if let Err(exit) = Box::pin(self.process(&mut rbuf, max_in)).await {
+                            break exit;
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => break Exit::Lost(e.to_string()),
                     }
+                    Io::CutOff(cut) => break Exit::CutOff {
+                        server_reference: cut.server_reference,
+                    },
+                    Io::Failed(e) => break Exit::Lost(e.to_string()),
                 },
                 r = next_held(&mut self.held), if !self.held.is_empty() => match r {
                     Ok(Some(packet)) => self.send(&packet),
@@ -1203,7 +1214,7 @@ impl Connection {
 
     /// Says goodbye (v5 DISCONNECT when we close), flushes, detaches the session, deals
     /// with the will, and lingers when we are the one closing.
-    async fn close(mut self, mut stream: TcpStream, exit: Exit) {
+    async fn close<S: ByteStream>(mut self, mut stream: S, exit: Exit) {
         // Cut off (or past its lease), the node says nothing but "use another server",
         // whatever ended the connection: not even a failure code, which would end a
         // flow the client may be carrying on with the node that has its session now.
@@ -1242,10 +1253,10 @@ impl Connection {
                 server_reference,
             }));
         }
-        if !self.wbuf.is_empty() {
-            let _ = tokio::time::timeout(CLOSE_FLUSH, stream.write_all(&self.wbuf)).await;
+        if !self.wbuf.is_empty() || self.unflushed {
+            let _ = tokio::time::timeout(CLOSE_FLUSH, write_flush(&mut stream, &self.wbuf)).await;
         }
-        let _ = stream.shutdown().await;
+        let _ = tokio::time::timeout(CLOSE_FLUSH, stream.shutdown()).await;
 
         let shared = self.shared.clone();
         if matches!(exit, Exit::TakenOver) {
@@ -1308,6 +1319,67 @@ impl Connection {
     }
 }
 
+/// What one poll of the socket achieved.
+enum Io {
+    Wrote(usize),
+    Flushed,
+    /// Bytes appended to the read buffer; 0 at end of stream.
+    Read(usize),
+    /// Output was waiting but this node is cut off (or past its lease): nothing more
+    /// may leave.
+    CutOff(crate::cluster_api::CutOff),
+    Failed(std::io::Error),
+}
+
+/// Polls the socket for the first thing it can do: write `wbuf` (or flush what was
+/// written), or read into `rbuf` when `can_read`. Reading goes through a stack buffer so
+/// that a connection parked here owns no read buffer.
+fn poll_io<S: ByteStream>(
+    cx: &mut Context<'_>,
+    stream: &mut S,
+    wbuf: &[u8],
+    unflushed: bool,
+    can_read: bool,
+    rbuf: &mut BytesMut,
+    shared: &Shared,
+) -> Poll<Io> {
+    let mut stream = Pin::new(stream);
+    if !wbuf.is_empty() {
+        // Checked right before the bytes leave: a node resumed from a pause must not
+        // send what it had buffered for a session that may be served elsewhere by now.
+        if let Some(cut) = shared.cut_off() {
+            return Poll::Ready(Io::CutOff(cut));
+        }
+        match stream.as_mut().poll_write(cx, wbuf) {
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(Io::Failed(std::io::ErrorKind::WriteZero.into()))
+            }
+            Poll::Ready(Ok(n)) => return Poll::Ready(Io::Wrote(n)),
+            Poll::Ready(Err(e)) => return Poll::Ready(Io::Failed(e)),
+            Poll::Pending => {}
+        }
+    } else if unflushed {
+        match stream.as_mut().poll_flush(cx) {
+            Poll::Ready(Ok(())) => return Poll::Ready(Io::Flushed),
+            Poll::Ready(Err(e)) => return Poll::Ready(Io::Failed(e)),
+            Poll::Pending => {}
+        }
+    }
+    if can_read {
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut chunk);
+        match stream.poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                rbuf.extend_from_slice(buf.filled());
+                return Poll::Ready(Io::Read(buf.filled().len()));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Io::Failed(e)),
+            Poll::Pending => {}
+        }
+    }
+    Poll::Pending
+}
+
 /// Resolves once every session in `sessions` has room below `bound` (or is offline).
 async fn wait_for_room(sessions: &[Arc<Session>], bound: usize) {
     for s in sessions {
@@ -1319,7 +1391,7 @@ async fn wait_for_room(sessions: &[Arc<Session>], bound: usize) {
 /// until it closes too or `CLOSE_FLUSH` passes. Closing at once would answer its
 /// in-flight packets with a reset, which can destroy our DISCONNECT, reason code and all,
 /// before the client has read it.
-async fn linger(stream: &mut TcpStream) {
+async fn linger<S: ByteStream>(stream: &mut S) {
     let mut sink = [0u8; 1024];
     let _ = tokio::time::timeout(CLOSE_FLUSH, async {
         while let Ok(n) = stream.read(&mut sink).await {

@@ -1,21 +1,29 @@
-//! raftmq's MQTT engine: MQTT 3.1.1 and 5.0 over TCP, with no knowledge of Raft.
+//! raftmq's MQTT engine: MQTT 3.1.1 and 5.0 over TCP, TLS and WebSocket, with no
+//! knowledge of Raft. Modules by layer, each importing only from layers below it:
 //!
-//! - `packet`: the one internal packet model, shared by both protocol versions.
-//! - `codec`: mqttbytes `v4`/`v5` <-> `packet`, with the checks mqttbytes leaves out.
-//! - `topic`: topic name / filter validation and matching rules (pure functions).
-//! - `arena`: index-linked node storage shared by the two tries.
-//! - `subscriptions`: the subscription trie (`+`, `#`, `$`-topics, shared groups); no I/O.
-//! - `config`: every engine setting and its default.
-//! - `acl`: publish / subscribe access rules.
-//! - `cluster_api`: the narrow interface to the cluster layer (commit, forward, attach).
-//! - `replicated`: the state every node holds alike and the events that change it.
-//! - `mirror`: what each applied event means for this node's engine.
-//! - `broker`: shared state (session registry, subscriptions, retained) and the listener.
-//! - `session`: per-client session state: queues, in-flight window, packet ids.
-//! - `connection`: one task per socket: CONNECT, the packet loop, keep-alive, will.
-//! - `retained`: the retained-message store.
-//! - `wire`: a message's PUBLISH header, encoded once and shared by its subscribers.
-//! - `metrics`: counters the server exposes.
+//! 1. Data and rules, no I/O:
+//!    - `packet`: the one internal packet model, shared by both protocol versions.
+//!    - `codec`: mqttbytes `v4`/`v5` <-> `packet`, with the checks mqttbytes leaves out.
+//!    - `topic`: topic name / filter validation and matching rules (pure functions).
+//!    - `arena`: index-linked node storage shared by the two tries.
+//!    - `subscriptions`: the subscription trie (`+`, `#`, `$`-topics, shared groups).
+//!    - `retained`: the retained-message store.
+//!    - `message`: an application message as routed, with its PUBLISH header encoded
+//!      once and shared by its subscribers.
+//!    - `config`: every engine setting and its default; `acl`: access rules;
+//!      `metrics`: counters the server exposes.
+//!    - `replicated`: the state every node holds alike and the events that change it.
+//! 2. The engine:
+//!    - `cluster_api`: the narrow interface to the cluster layer (commit, forward, attach).
+//!    - `session`: per-client session state: queues, in-flight window, packet ids.
+//!    - `broker`: shared state (session registry, subscriptions, retained) and routing.
+//!    - `mirror`: what each applied event means for this node's engine.
+//! 3. Clients:
+//!    - `connection`: one task per client byte stream: CONNECT, the packet loop,
+//!      keep-alive, will.
+//! 4. The server:
+//!    - `server`: the listeners; each accepts sockets, unwraps its transport and starts
+//!      a connection.
 
 pub mod acl;
 mod arena;
@@ -24,16 +32,17 @@ pub mod cluster_api;
 pub mod codec;
 pub mod config;
 mod connection;
+pub mod message;
 pub mod metrics;
 mod mirror;
 pub mod packet;
 pub mod replicated;
 pub mod retained;
+pub mod server;
 mod session;
 pub mod subscriptions;
 pub mod topic;
-pub mod wire;
 
-pub use broker::Broker;
 pub use cluster_api::{ClusterApi, Engine};
 pub use config::{AclAction, AclRule, Config, Permission, QueuePolicy};
+pub use server::{Broker, Listener, Transport};

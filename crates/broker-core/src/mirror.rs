@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use crate::broker::Publisher;
-use crate::broker::{Message, Routed, Shared};
+use crate::broker::{Routed, Shared};
 use crate::cluster_api::{ClusterFuture, CutOff, Engine, NodeId};
+use crate::message::Message;
 use crate::packet::QoS;
 use crate::replicated::{
     now_ms, pkid_for, Event, Outcome, SessionRecord, State, StoredMessage, Target,

@@ -198,6 +198,16 @@ pub enum RetainHandling {
     Never = 2,
 }
 
+/// The options a subscription was made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubOptions {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: RetainHandling,
+    pub sub_id: Option<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeFilter {
     pub filter: String,

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::Message;
-use crate::cluster_api::NodeId;
-use crate::packet::{MessageProperties, QoS, RetainHandling, Will};
-use crate::session::SubOptions;
+use crate::message::Message;
+use crate::packet::{MessageProperties, QoS, RetainHandling, SubOptions, Will};
+
+/// A node of the cluster.
+pub type NodeId = u64;
 
 /// A message as replicated and forwarded: no `Instant`s (they mean nothing on another
 /// machine), the expiry as wall-clock milliseconds instead.

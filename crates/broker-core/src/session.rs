@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::broker::Message;
-use crate::cluster_api::NodeId;
-use crate::packet::{Protocol, QoS, RetainHandling};
+use crate::message::Message;
+use crate::packet::{Protocol, QoS, SubOptions};
+use crate::replicated::NodeId;
 
 /// One message on its way to one session.
 #[derive(Debug, Clone)]
@@ -63,16 +63,6 @@ pub(crate) struct Inflight {
     pub pkid: u16,
     pub delivery: Delivery,
     pub stage: Stage,
-}
-
-/// The options a subscription was made with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SubOptions {
-    pub qos: QoS,
-    pub no_local: bool,
-    pub retain_as_published: bool,
-    pub retain_handling: RetainHandling,
-    pub sub_id: Option<u32>,
 }
 
 /// The connection currently attached to a session. A connection that finds itself no

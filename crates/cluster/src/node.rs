@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use broker_core::broker::Message;
 use broker_core::cluster_api::{ClusterError, ClusterFuture, NodeId};
+use broker_core::message::Message;
 use broker_core::replicated::{Event, Outcome, StoredMessage, Target};
 use broker_core::{ClusterApi, Engine};
 use openraft::raft::AppendEntriesResponse;

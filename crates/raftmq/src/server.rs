@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker_core::Broker;
+use broker_core::{Broker, Listener, Transport};
 use cluster::{Node, NodeInfo};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -59,17 +59,21 @@ pub async fn serve(settings: Settings) -> ExitCode {
         },
         _ = &mut shutdown => return ExitCode::SUCCESS,
     };
-    let broker = Broker::with_listener(settings.engine, mqtt, node.clone()).await;
+    let mut broker = Broker::start(settings.engine, node.clone()).await;
+    let mqtt_addr = match broker.listen(Listener {
+        socket: mqtt,
+        transport: Transport::Tcp,
+    }) {
+        Ok(a) => a,
+        Err(e) => return fail(EXIT_FAILURE, format!("MQTT listener: {e}")),
+    };
     let http_addr = addr(&http);
     let control: Arc<dyn Control> = Arc::new(NodeControl(node.clone()));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(crate::http::serve(http, control, async {
         let _ = http_stopped.await;
     }));
-    tracing::info!(
-        "raftmq listening on {} (MQTT), {http_addr} (HTTP)",
-        broker.local_addr()
-    );
+    tracing::info!("raftmq listening on {mqtt_addr} (MQTT), {http_addr} (HTTP)");
     let left = node.clone();
     let stop = async move {
         tokio::select! {
@@ -77,20 +81,12 @@ pub async fn serve(settings: Settings) -> ExitCode {
             _ = left.left.notified() => {}
         }
     };
-    let result = broker.run(stop).await;
+    broker.run(stop).await;
     let _ = stop_http.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
     node.shutdown().await;
-    match result {
-        Ok(()) => {
-            tracing::info!("raftmq stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!("raftmq stopped: {e}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+    tracing::info!("raftmq stopped");
+    ExitCode::SUCCESS
 }
 
 async fn bind_all(s: &Settings) -> Result<(TcpListener, TcpListener, TcpListener), String> {

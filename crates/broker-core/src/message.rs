@@ -1,4 +1,5 @@
-//! The encoded PUBLISH header of a message, made once and shared by every subscriber.
+//! An application message as routed, and its encoded PUBLISH header, made once and
+//! shared by every subscriber.
 //!
 //! Subscribers of one message mostly receive the same bytes: only the fixed header's
 //! flags (DUP, QoS, RETAIN) and the packet id differ. Encoding the header once per
@@ -7,13 +8,61 @@
 //! payload is not part of the cached header: it is appended from the message itself,
 //! so a queued or retained message does not hold its payload twice.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::broker::Message;
 use crate::codec;
-use crate::packet::{Packet, Protocol, Publish, QoS};
+use crate::packet::{MessageProperties, Packet, Protocol, Publish, QoS};
+
+/// An application message as routed: built once per PUBLISH and shared, payload
+/// included, by every session it goes to.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    pub properties: MessageProperties,
+    /// When the v5 message expiry interval runs out.
+    pub expires_at: Option<Instant>,
+    /// The publishing client, for v5 no-local.
+    pub publisher: Option<Arc<str>>,
+    /// Its encoded PUBLISH header, shared by the subscribers it goes to.
+    pub wire: WireCache,
+}
+
+impl Message {
+    pub fn new(
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: MessageProperties,
+        publisher: Option<Arc<str>>,
+    ) -> Message {
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
+        Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            expires_at,
+            publisher,
+            wire: WireCache::default(),
+        }
+    }
+
+    /// Whether its message expiry interval has run out: such a message is dropped
+    /// rather than sent.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
 
 /// Headers by (protocol, with packet id); filled on first use.
 #[derive(Default)]
@@ -96,7 +145,6 @@ fn pkid_offset(header: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::MessageProperties;
 
     fn properties() -> MessageProperties {
         MessageProperties {
