@@ -32,6 +32,7 @@ macro_rules! both {
 
 mod t10_connect;
 mod t10_pubsub;
+mod t15_transports;
 mod t20_retained_will;
 mod t20_sessions;
 mod t25_durable_acks;

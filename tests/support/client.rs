@@ -94,6 +94,26 @@ pub struct Opts {
     pub manual_acks: bool,
     pub receive_maximum: Option<u16>,
     pub max_packet_size: Option<u32>,
+    /// The CONNECT's username (no password).
+    pub username: Option<String>,
+    /// TLS, WebSocket or both; plain TCP when `None`.
+    pub transport: Option<Transport>,
+}
+
+/// rumqttc's transport, which has no `Debug`.
+#[derive(Clone)]
+pub struct Transport(rumqttc::Transport);
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            rumqttc::Transport::Tcp => "tcp",
+            rumqttc::Transport::Tls(_) => "tls",
+            rumqttc::Transport::Ws => "ws",
+            rumqttc::Transport::Wss(_) => "wss",
+            _ => "other",
+        })
+    }
 }
 
 pub fn v4(id: &str) -> Opts {
@@ -116,6 +136,44 @@ impl Opts {
             manual_acks: false,
             receive_maximum: None,
             max_packet_size: None,
+            transport: None,
+            username: None,
+        }
+    }
+
+    pub fn username(mut self, name: &str) -> Opts {
+        self.username = Some(name.to_string());
+        self
+    }
+
+    /// MQTT over TLS with this client configuration.
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Opts {
+        self.transport = Some(Transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(config),
+        )));
+        self
+    }
+
+    /// MQTT over WebSocket, path /mqtt.
+    pub fn ws(mut self) -> Opts {
+        self.transport = Some(Transport(rumqttc::Transport::Ws));
+        self
+    }
+
+    /// MQTT over WebSocket over TLS, path /mqtt.
+    pub fn wss(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Opts {
+        self.transport = Some(Transport(rumqttc::Transport::wss_with_config(
+            rumqttc::TlsConfiguration::Rustls(config),
+        )));
+        self
+    }
+
+    /// The host rumqttc is given: a URL for WebSocket, else the IP.
+    fn host(&self, addr: SocketAddr) -> String {
+        match &self.transport {
+            Some(Transport(rumqttc::Transport::Ws)) => format!("ws://{addr}/mqtt"),
+            Some(Transport(rumqttc::Transport::Wss(_))) => format!("wss://{addr}/mqtt"),
+            _ => addr.ip().to_string(),
         }
     }
 
@@ -499,7 +557,13 @@ fn spawn_v4(
     addr: SocketAddr,
     tx: mpsc::UnboundedSender<Ev>,
 ) -> (Handle, JoinHandle<()>) {
-    let mut o = rumqttc::MqttOptions::new(&opts.id, addr.ip().to_string(), addr.port());
+    let mut o = rumqttc::MqttOptions::new(&opts.id, opts.host(addr), addr.port());
+    if let Some(t) = &opts.transport {
+        o.set_transport(t.0.clone());
+    }
+    if let Some(u) = &opts.username {
+        o.set_credentials(u.clone(), "");
+    }
     o.set_clean_session(opts.clean)
         .set_keep_alive(Duration::from_secs(opts.keep_alive_secs))
         .set_manual_acks(opts.manual_acks)
@@ -585,7 +649,13 @@ fn spawn_v5(
     addr: SocketAddr,
     tx: mpsc::UnboundedSender<Ev>,
 ) -> (Handle, JoinHandle<()>) {
-    let mut o = rumqttc::v5::MqttOptions::new(&opts.id, addr.ip().to_string(), addr.port());
+    let mut o = rumqttc::v5::MqttOptions::new(&opts.id, opts.host(addr), addr.port());
+    if let Some(t) = &opts.transport {
+        o.set_transport(t.0.clone());
+    }
+    if let Some(u) = &opts.username {
+        o.set_credentials(u.clone(), "");
+    }
     o.set_clean_start(opts.clean)
         .set_keep_alive(Duration::from_secs(opts.keep_alive_secs))
         .set_manual_acks(opts.manual_acks)

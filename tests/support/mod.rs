@@ -7,7 +7,8 @@
 //!   their cluster links through [`proxy`], which can cut them (partitions).
 //! - [`checker`]: load and verdict for failover scenarios, with [`roaming`] clients
 //!   that follow their session to another node.
-//! - [`client`]: rumqttc 3.1.1 / 5.0 clients behind one API.
+//! - [`client`]: rumqttc 3.1.1 / 5.0 clients behind one API, over TCP, TLS or WebSocket.
+//! - [`certs`]: a CA and certificates made at test time, for the TLS listeners.
 //! - [`raw`] and [`codec`]: a byte-level client for wire-exact tests.
 //! - [`wait_until`]: the only way to wait for a condition (no bare sleeps).
 //!
@@ -20,6 +21,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod checker;
 pub mod client;
 pub mod cluster;
@@ -169,6 +171,10 @@ impl Broker {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn is_alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -195,7 +201,8 @@ impl Drop for Broker {
     }
 }
 
-fn free_addr() -> SocketAddr {
+/// A loopback address with a port that was free when asked (for extra listeners).
+pub fn free_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr")
 }

@@ -2,6 +2,7 @@
 //! server binary fills it from its TOML file and flags, then calls [`Config::validate`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,28 @@ pub enum AclAction {
 pub struct Config {
     /// MQTT over TCP listener.
     pub mqtt_addr: SocketAddr,
+    /// MQTT over TLS listener (off unless set; 8883 is the usual port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_addr: Option<SocketAddr>,
+    /// MQTT over WebSocket listener, path /mqtt (off unless set; 8083 is usual).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_addr: Option<SocketAddr>,
+    /// MQTT over WebSocket with TLS, path /mqtt (off unless set; 8084 is usual).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wss_addr: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) for the TLS and WSS listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: when set, TLS clients must present a certificate signed by
+    /// one of them (mutual TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Take a TLS client's username from its certificate's subject common name (CN),
+    /// whatever its CONNECT says (needs `tls_client_ca_file`).
+    pub tls_use_identity_as_username: bool,
     /// Largest packet accepted from or sent to a client, in bytes (whole packet).
     pub max_packet_size: u32,
     /// Most concurrent client connections; further CONNECTs are refused (server busy).
@@ -96,6 +119,13 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             mqtt_addr: "0.0.0.0:1883".parse().expect("literal address"),
+            tls_addr: None,
+            ws_addr: None,
+            wss_addr: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tls_use_identity_as_username: false,
             max_packet_size: 1024 * 1024,
             max_connections: 100_000,
             max_inflight: 32,
@@ -145,6 +175,21 @@ impl Config {
         }
         if self.connect_timeout_secs == 0 {
             return Err("connect_timeout_secs: must be at least 1".into());
+        }
+        let tls_listener = self.tls_addr.is_some() || self.wss_addr.is_some();
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) if tls_listener => {
+                return Err("tls_addr / wss_addr: need tls_cert_file and tls_key_file".into())
+            }
+            (Some(_), None) => return Err("tls_cert_file: needs tls_key_file too".into()),
+            (None, Some(_)) => return Err("tls_key_file: needs tls_cert_file too".into()),
+            _ => {}
+        }
+        if self.tls_client_ca_file.is_some() && !tls_listener {
+            return Err("tls_client_ca_file: no TLS listener (tls_addr or wss_addr)".into());
+        }
+        if self.tls_use_identity_as_username && self.tls_client_ca_file.is_none() {
+            return Err("tls_use_identity_as_username: needs tls_client_ca_file".into());
         }
         for (i, rule) in self.acl.iter().enumerate() {
             if !crate::topic::valid_topic_filter(&rule.topic) {

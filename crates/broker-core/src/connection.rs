@@ -134,6 +134,15 @@ pub(crate) fn open_guard(shared: &Arc<Shared>) -> impl Drop + Send + 'static {
     Open(shared.clone())
 }
 
+/// What the transport proved about the client before CONNECT.
+pub(crate) enum Proof {
+    Nothing,
+    /// A client certificate the TLS listener verified.
+    Certificate {
+        common_name: Option<String>,
+    },
+}
+
 /// Serves one client: CONNECT (which must arrive before `deadline`, the accept time
 /// plus the connect timeout, whatever handshake came first), then its session.
 pub(crate) async fn serve<S: ByteStream>(
@@ -141,11 +150,12 @@ pub(crate) async fn serve<S: ByteStream>(
     mut stream: S,
     peer: SocketAddr,
     deadline: tokio::time::Instant,
+    proof: Proof,
 ) {
     // A future is as large as everything it may await, and this task lives as long as
     // the client stays connected: the handshake, packet processing and the close are
     // boxed so that an idle client holds only the wait loop (memory per connection).
-    let accepted = Box::pin(handshake(&shared, &mut stream, peer, deadline)).await;
+    let accepted = Box::pin(handshake(&shared, &mut stream, peer, deadline, proof)).await;
     if let Some((conn, mut rbuf)) = accepted {
         if rbuf.is_empty() {
             rbuf = BytesMut::new();
@@ -160,6 +170,7 @@ async fn handshake<S: ByteStream>(
     stream: &mut S,
     peer: SocketAddr,
     deadline: tokio::time::Instant,
+    proof: Proof,
 ) -> Option<(Connection, BytesMut)> {
     let mut rbuf = BytesMut::with_capacity(1024);
     let max = shared.config.max_packet_size as usize;
@@ -185,7 +196,7 @@ async fn handshake<S: ByteStream>(
             return None;
         }
     };
-    let conn = Connection::accept(shared, stream, peer, connect).await?;
+    let conn = Connection::accept(shared, stream, peer, connect, proof).await?;
     Some((conn, rbuf))
 }
 
@@ -230,6 +241,26 @@ async fn write_and_close<S: ByteStream>(stream: &mut S, packet: &Packet, protoco
 async fn write_flush<S: ByteStream>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
     stream.write_all(bytes).await?;
     stream.flush().await
+}
+
+/// With `tls_use_identity_as_username`, a client that proved a certificate is known by
+/// its subject CN, whatever its CONNECT claims; why it is refused, if it is.
+fn take_certificate_identity(
+    cfg: &crate::config::Config,
+    proof: Proof,
+    c: &mut Connect,
+) -> Option<&'static str> {
+    match proof {
+        Proof::Certificate { common_name } if cfg.tls_use_identity_as_username => match common_name
+        {
+            Some(cn) => {
+                c.username = Some(cn);
+                None
+            }
+            None => Some("client certificate has no subject CN to take as username"),
+        },
+        _ => None,
+    }
 }
 
 /// A client id for a client that sent none: unique for the life of this process.
@@ -285,11 +316,13 @@ impl Connection {
         shared: &Arc<Shared>,
         stream: &mut S,
         peer: SocketAddr,
-        c: Connect,
+        mut c: Connect,
+        proof: Proof,
     ) -> Option<Connection> {
         let cfg = &shared.config;
         let protocol = c.protocol;
         let conn_id = shared.next_conn_id();
+        let identity_refusal = take_certificate_identity(cfg, proof, &mut c);
         let refuse = |code: u8, why: &str| {
             tracing::info!(%peer, client_id = %c.client_id, code, "refused: {why}");
             Packet::ConnAck(ConnAck {
@@ -346,7 +379,7 @@ impl Connection {
         {
             Some(refuse(reason::TOPIC_NAME_INVALID, "invalid will topic"))
         } else {
-            None
+            identity_refusal.map(|why| refuse(reason::NOT_AUTHORIZED, why))
         };
         if let Some(ack) = refusal {
             write_and_close(stream, &ack, protocol).await;

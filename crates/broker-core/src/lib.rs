@@ -21,6 +21,7 @@
 //! 3. Clients:
 //!    - `connection`: one task per client byte stream: CONNECT, the packet loop,
 //!      keep-alive, will.
+//!    - `transport`: TLS and WebSocket as byte streams (I/O adapters, no MQTT).
 //! 4. The server:
 //!    - `server`: the listeners; each accepts sockets, unwraps its transport and starts
 //!      a connection.
@@ -42,7 +43,8 @@ pub mod server;
 mod session;
 pub mod subscriptions;
 pub mod topic;
+pub mod transport;
 
 pub use cluster_api::{ClusterApi, Engine};
 pub use config::{AclAction, AclRule, Config, Permission, QueuePolicy};
-pub use server::{Broker, Listener, Transport};
+pub use server::{Broker, Listener, Reloader, Transport};

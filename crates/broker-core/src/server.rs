@@ -8,29 +8,83 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::time::{timeout_at, Instant};
+use tokio_rustls::server::TlsStream;
 
 use crate::broker::Shared;
 use crate::cluster_api::ClusterApi;
 use crate::config::Config;
-use crate::connection;
+use crate::connection::{self, ByteStream, Proof};
+use crate::transport::{tls, ws, Tls};
 
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How often certificate files are checked for changes.
+const RELOAD_CHECK: Duration = Duration::from_secs(2);
 
 /// What a listener speaks on top of TCP.
 #[derive(Clone)]
 pub enum Transport {
     /// MQTT straight over TCP.
     Tcp,
+    /// MQTT over TLS.
+    Tls(Arc<Tls>),
+    /// MQTT over WebSocket.
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss(Arc<Tls>),
 }
 
 impl Transport {
     fn name(&self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
+            Transport::Tls(_) => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss(_) => "wss",
         }
+    }
+
+    fn tls(&self) -> Option<&Arc<Tls>> {
+        match self {
+            Transport::Tls(t) | Transport::Wss(t) => Some(t),
+            Transport::Tcp | Transport::Ws => None,
+        }
+    }
+}
+
+/// Reloads what can change without a restart: the TLS certificates and keys. New
+/// connections get the new ones; connections already up keep theirs.
+#[derive(Clone, Default)]
+pub struct Reloader {
+    tls: Vec<Arc<Tls>>,
+}
+
+impl Reloader {
+    /// Reloads everything (SIGHUP); a file that fails to load keeps its predecessor.
+    pub fn reload(&self) {
+        for tls in &self.tls {
+            report(tls.reload());
+        }
+    }
+
+    /// Reloads what changed on disk since it was loaded.
+    fn reload_changed(&self) {
+        for tls in &self.tls {
+            if let Some(result) = tls.reload_if_changed() {
+                report(result);
+            }
+        }
+    }
+}
+
+fn report(result: Result<(), String>) {
+    match result {
+        Ok(()) => tracing::info!("TLS certificate reloaded"),
+        Err(e) => tracing::warn!("TLS certificate not reloaded, the previous one stays: {e}"),
     }
 }
 
@@ -63,6 +117,17 @@ impl Broker {
         Ok(addr)
     }
 
+    /// What [`Reloader::reload`] reloads: every TLS configuration of the listeners.
+    pub fn reloader(&self) -> Reloader {
+        let mut tls: Vec<Arc<Tls>> = Vec::new();
+        for t in self.listeners.iter().filter_map(|l| l.transport.tls()) {
+            if !tls.iter().any(|known| Arc::ptr_eq(known, t)) {
+                tls.push(t.clone());
+            }
+        }
+        Reloader { tls }
+    }
+
     /// Serves clients until `shutdown` resolves, then asks every connection to close
     /// and waits (bounded) for them.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -70,6 +135,18 @@ impl Broker {
         // returns None (the drop-guard pattern of STYLE.md, convention 9).
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let reloader = self.reloader();
+        if !reloader.tls.is_empty() {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = tokio::time::sleep(RELOAD_CHECK) => reloader.reload_changed(),
+                    }
+                }
+            });
+        }
         for listener in self.listeners {
             let shared = self.shared.clone();
             tokio::spawn(accept_loop(
@@ -112,17 +189,104 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         // The connect timeout runs from here: a transport handshake spends from it.
-        let deadline = tokio::time::Instant::now() + shared.config.connect_timeout();
+        let deadline = Instant::now() + shared.config.connect_timeout();
         let open = connection::open_guard(&shared);
         let shared = shared.clone();
         let transport = listener.transport.clone();
         let done = done.clone();
         tokio::spawn(async move {
-            match transport {
-                Transport::Tcp => connection::serve(shared, tcp, peer, deadline).await,
-            }
+            upgrade(shared, transport, tcp, peer, deadline).await;
             drop(open);
             drop(done);
         });
     }
+}
+
+/// Unwraps the transport (within the connect deadline) and serves the client. TLS and
+/// WebSocket streams are boxed, so that a plain TCP connection's task stays as small as
+/// it was.
+async fn upgrade(
+    shared: Arc<Shared>,
+    transport: Transport,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) {
+    let name = transport.name();
+    let max = shared.config.max_packet_size as usize;
+    match transport {
+        Transport::Tcp => connection::serve(shared, tcp, peer, deadline, Proof::Nothing).await,
+        Transport::Ws => {
+            if let Some(ws) = ws_accept(tcp, max, peer, name, deadline).await {
+                connection::serve(shared, Box::new(ws), peer, deadline, Proof::Nothing).await;
+            }
+        }
+        Transport::Tls(tls) => {
+            if let Some((stream, proof)) = tls_accept(&tls, tcp, peer, name, deadline).await {
+                connection::serve(shared, Box::new(stream), peer, deadline, proof).await;
+            }
+        }
+        Transport::Wss(tls) => {
+            let Some((stream, proof)) = tls_accept(&tls, tcp, peer, name, deadline).await else {
+                return;
+            };
+            if let Some(ws) = ws_accept(stream, max, peer, name, deadline).await {
+                connection::serve(shared, Box::new(ws), peer, deadline, proof).await;
+            }
+        }
+    }
+}
+
+/// The TLS handshake, and what the client's certificate (if any) proves.
+async fn tls_accept(
+    tls: &Tls,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    name: &str,
+    deadline: Instant,
+) -> Option<(TlsStream<TcpStream>, Proof)> {
+    match timeout_at(deadline, tls.acceptor().accept(tcp)).await {
+        Ok(Ok(stream)) => {
+            let conn = stream.get_ref().1;
+            let proof = match conn.peer_certificates() {
+                Some(certs) if !certs.is_empty() => Proof::Certificate {
+                    common_name: tls::peer_common_name(conn),
+                },
+                _ => Proof::Nothing,
+            };
+            Some((stream, proof))
+        }
+        Ok(Err(e)) => refused(peer, name, "TLS handshake", &e.to_string()),
+        Err(_) => refused(
+            peer,
+            name,
+            "TLS handshake",
+            "not done in the connect timeout",
+        ),
+    }
+}
+
+async fn ws_accept<S: ByteStream>(
+    stream: S,
+    max_packet: usize,
+    peer: SocketAddr,
+    name: &str,
+    deadline: Instant,
+) -> Option<ws::WsStream<S>> {
+    match timeout_at(deadline, ws::accept(stream, max_packet)).await {
+        Ok(Ok(ws)) => Some(ws),
+        Ok(Err(e)) => refused(peer, name, "WebSocket upgrade", &e),
+        Err(_) => refused(
+            peer,
+            name,
+            "WebSocket upgrade",
+            "not done in the connect timeout",
+        ),
+    }
+}
+
+/// One log line for a client that failed its transport's handshake.
+fn refused<T>(peer: SocketAddr, listener: &str, what: &str, why: &str) -> Option<T> {
+    tracing::info!(%peer, listener, "refused: {what} failed: {why}");
+    None
 }

@@ -86,6 +86,40 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub mqtt_addr: Option<SocketAddr>,
 
+    /// Address of the MQTT over TLS listener, usually 0.0.0.0:8883; needs
+    /// --tls-cert-file and --tls-key-file [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub tls_addr: Option<SocketAddr>,
+
+    /// Address of the MQTT over WebSocket listener (path /mqtt, subprotocol mqtt),
+    /// usually 0.0.0.0:8083 [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub ws_addr: Option<SocketAddr>,
+
+    /// Address of the MQTT over WebSocket with TLS listener (path /mqtt), usually
+    /// 0.0.0.0:8084; needs --tls-cert-file and --tls-key-file [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub wss_addr: Option<SocketAddr>,
+
+    /// PEM certificate chain, leaf first, for the TLS listeners; reloaded on SIGHUP or
+    /// when the file changes [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file; reloaded with it [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA certificates; when set, TLS clients must present a certificate that one
+    /// of them signed (mutual TLS) [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// Take a TLS client's username from its certificate's subject CN, whatever its
+    /// CONNECT says; needs --tls-client-ca-file [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub tls_use_identity_as_username: Option<bool>,
+
     /// Largest packet accepted from or sent to a client, in bytes [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub max_packet_size: Option<u32>,

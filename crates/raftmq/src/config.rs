@@ -86,14 +86,47 @@ const CLUSTER_KEYS: [&str; 6] = [
 
 /// Settings without a default value: absent from the printed file (TOML has no null),
 /// which shows them as these commented lines instead.
-const UNSET_EXAMPLES: [(&str, &str); 2] = [
+/// Optional keys unset by default: (key, commented example, the key it goes before).
+const UNSET_EXAMPLES: [(&str, &str, &str); 8] = [
     (
         "node_id",
         "# node_id = 1                      # required with join",
+        "cluster_addr",
     ),
     (
         "advertise_addr",
         "# advertise_addr = \"raftmq-1:7000\" # default: derived from cluster_addr",
+        "cluster_addr",
+    ),
+    (
+        "tls_addr",
+        "# tls_addr = \"0.0.0.0:8883\"        # MQTT over TLS: off unless set",
+        "tls_use_identity_as_username",
+    ),
+    (
+        "ws_addr",
+        "# ws_addr = \"0.0.0.0:8083\"         # MQTT over WebSocket (/mqtt): off unless set",
+        "tls_use_identity_as_username",
+    ),
+    (
+        "wss_addr",
+        "# wss_addr = \"0.0.0.0:8084\"        # WebSocket over TLS (/mqtt): off unless set",
+        "tls_use_identity_as_username",
+    ),
+    (
+        "tls_cert_file",
+        "# tls_cert_file = \"server.pem\"     # PEM chain, leaf first",
+        "tls_use_identity_as_username",
+    ),
+    (
+        "tls_key_file",
+        "# tls_key_file = \"server.key\"      # PEM private key",
+        "tls_use_identity_as_username",
+    ),
+    (
+        "tls_client_ca_file",
+        "# tls_client_ca_file = \"ca.pem\"    # require client certificates (mTLS)",
+        "tls_use_identity_as_username",
     ),
 ];
 
@@ -222,7 +255,7 @@ impl Settings {
     /// unset ones.
     pub(crate) fn keys() -> Vec<String> {
         let mut keys: Vec<String> = Settings::default().to_table().keys().cloned().collect();
-        keys.extend(UNSET_EXAMPLES.map(|(key, _)| key.to_string()));
+        keys.extend(UNSET_EXAMPLES.map(|(key, _, _)| key.to_string()));
         keys.sort();
         keys
     }
@@ -243,6 +276,13 @@ impl Settings {
             join_timeout_secs,
             http_addr,
             mqtt_addr,
+            tls_addr,
+            ws_addr,
+            wss_addr,
+            tls_cert_file,
+            tls_key_file,
+            tls_client_ca_file,
+            tls_use_identity_as_username,
             max_packet_size,
             max_connections,
             max_inflight,
@@ -266,6 +306,16 @@ impl Settings {
         set(&mut cluster.join_timeout_secs, join_timeout_secs);
         set(&mut cluster.http_addr, http_addr);
         set(&mut engine.mqtt_addr, mqtt_addr);
+        set_optional(&mut engine.tls_addr, tls_addr);
+        set_optional(&mut engine.ws_addr, ws_addr);
+        set_optional(&mut engine.wss_addr, wss_addr);
+        set_optional(&mut engine.tls_cert_file, tls_cert_file);
+        set_optional(&mut engine.tls_key_file, tls_key_file);
+        set_optional(&mut engine.tls_client_ca_file, tls_client_ca_file);
+        set(
+            &mut engine.tls_use_identity_as_username,
+            tls_use_identity_as_username,
+        );
         set(&mut engine.max_packet_size, max_packet_size);
         set(&mut engine.max_connections, max_connections);
         set(&mut engine.max_inflight, max_inflight);
@@ -280,18 +330,16 @@ impl Settings {
     }
 
     /// The settings as a TOML file would hold them. Unset optional settings show as
-    /// commented examples where the cluster's keys start.
+    /// commented examples before the key `UNSET_EXAMPLES` names for each.
     pub fn to_toml(&self) -> String {
         let values = toml::to_string(&self.view()).expect("settings serialize to TOML");
         let table = self.to_table();
         let mut text = String::with_capacity(values.len() + 1024);
         for line in values.lines() {
-            if line.starts_with("cluster_addr =") {
-                for (key, example) in UNSET_EXAMPLES {
-                    if !table.contains_key(key) {
-                        text.push_str(example);
-                        text.push('\n');
-                    }
+            for (key, example, before) in UNSET_EXAMPLES {
+                if line.starts_with(&format!("{before} =")) && !table.contains_key(key) {
+                    text.push_str(example);
+                    text.push('\n');
                 }
             }
             text.push_str(line);
@@ -400,6 +448,13 @@ mod tests {
             "",
             &[
                 "--mqtt-addr=127.0.0.1:1999",
+                "--tls-addr=127.0.0.1:8883",
+                "--ws-addr=127.0.0.1:8083",
+                "--wss-addr=127.0.0.1:8084",
+                "--tls-cert-file=c.pem",
+                "--tls-key-file=k.pem",
+                "--tls-client-ca-file=ca.pem",
+                "--tls-use-identity-as-username=true",
                 "--max-packet-size=2048",
                 "--max-connections=7",
                 "--max-inflight=8",
@@ -435,6 +490,13 @@ mod tests {
             },
             engine: Config {
                 mqtt_addr: "127.0.0.1:1999".parse().unwrap(),
+                tls_addr: Some("127.0.0.1:8883".parse().unwrap()),
+                ws_addr: Some("127.0.0.1:8083".parse().unwrap()),
+                wss_addr: Some("127.0.0.1:8084".parse().unwrap()),
+                tls_cert_file: Some("c.pem".into()),
+                tls_key_file: Some("k.pem".into()),
+                tls_client_ca_file: Some("ca.pem".into()),
+                tls_use_identity_as_username: true,
                 max_packet_size: 2048,
                 max_connections: 7,
                 max_inflight: 8,

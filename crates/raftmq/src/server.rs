@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker_core::{Broker, Listener, Transport};
+use broker_core::transport::{Tls, TlsFiles};
+use broker_core::{Broker, Listener, Reloader, Transport};
 use cluster::{Node, NodeInfo};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -26,6 +27,10 @@ pub async fn serve(settings: Settings) -> ExitCode {
     };
     let c = &settings.cluster;
     let (mqtt, cluster_listener, http) = match bind_all(&settings).await {
+        Ok(l) => l,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let more_listeners = match client_listeners(&settings).await {
         Ok(l) => l,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
@@ -67,6 +72,24 @@ pub async fn serve(settings: Settings) -> ExitCode {
         Ok(a) => a,
         Err(e) => return fail(EXIT_FAILURE, format!("MQTT listener: {e}")),
     };
+    for listener in more_listeners {
+        let kind = match &listener.transport {
+            Transport::Tcp => "MQTT",
+            Transport::Tls(_) => "MQTT over TLS",
+            Transport::Ws => "MQTT over WebSocket",
+            Transport::Wss(_) => "MQTT over WebSocket and TLS",
+        };
+        match broker.listen(listener) {
+            Ok(a) => tracing::info!("raftmq listening on {a} ({kind})"),
+            Err(e) => return fail(EXIT_FAILURE, format!("{kind} listener: {e}")),
+        }
+    }
+    if let Err(e) = reload_on_sighup(broker.reloader()) {
+        return fail(
+            EXIT_FAILURE,
+            format!("cannot install the SIGHUP handler: {e}"),
+        );
+    }
     let http_addr = addr(&http);
     let control: Arc<dyn Control> = Arc::new(NodeControl(node.clone()));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -100,6 +123,64 @@ async fn bind_all(s: &Settings) -> Result<(TcpListener, TcpListener, TcpListener
         bind("cluster_addr", s.cluster.cluster_addr).await?,
         bind("http_addr", s.cluster.http_addr).await?,
     ))
+}
+
+/// The TLS and WebSocket listeners that are configured, bound; one TLS configuration
+/// shared by the TLS and WSS listeners.
+async fn client_listeners(s: &Settings) -> Result<Vec<Listener>, String> {
+    let e = &s.engine;
+    let tls = match (&e.tls_cert_file, &e.tls_key_file) {
+        (Some(cert), Some(key)) => Some(Arc::new(Tls::load(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: e.tls_client_ca_file.clone(),
+        })?)),
+        _ => None,
+    };
+    let bind = |name: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("{name} {addr}: cannot listen: {e}"))
+    };
+    let mut listeners = Vec::new();
+    let tls_transport = |wrap: fn(Arc<Tls>) -> Transport| {
+        tls.clone()
+            .map(wrap)
+            .ok_or("tls_cert_file and tls_key_file are needed")
+    };
+    if let Some(addr) = e.tls_addr {
+        listeners.push(Listener {
+            socket: bind("tls_addr", addr).await?,
+            transport: tls_transport(Transport::Tls)?,
+        });
+    }
+    if let Some(addr) = e.ws_addr {
+        listeners.push(Listener {
+            socket: bind("ws_addr", addr).await?,
+            transport: Transport::Ws,
+        });
+    }
+    if let Some(addr) = e.wss_addr {
+        listeners.push(Listener {
+            socket: bind("wss_addr", addr).await?,
+            transport: tls_transport(Transport::Wss)?,
+        });
+    }
+    Ok(listeners)
+}
+
+/// SIGHUP reloads certificates and keys (and keeps the node running: its default
+/// action would end it).
+fn reload_on_sighup(reloader: Reloader) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading certificates");
+            reloader.reload();
+        }
+    });
+    Ok(())
 }
 
 /// The addresses peers and clients are told. With `--advertise-addr host:port`, the
