@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::acl::Acl;
+use crate::auth::Auth;
 use crate::cluster_api::{ClusterApi, ClusterError, ClusterFuture, CutOff, NodeId};
 use crate::config::{Config, QueuePolicy};
 use crate::metrics::Metrics;
@@ -129,6 +130,7 @@ pub(crate) struct Shared {
     /// This node's id (`cluster.node_id()`), the owner of sessions connected here.
     pub node: NodeId,
     pub acl: Acl,
+    pub auth: Arc<Auth>,
     pub metrics: Metrics,
     pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     pub subs: RwLock<SubscriptionTree<Arc<str>, SubEntry>>,
@@ -706,13 +708,16 @@ pub struct Broker {
 impl Broker {
     /// A broker on an already bound listener (whose real address the cluster needed
     /// before the broker could exist). Attaches the engine to the cluster's state.
+    /// `auth` was loaded from `config` ([`Auth::load`]) and is kept for reloads.
     pub async fn with_listener(
         config: Config,
+        auth: Arc<Auth>,
         listener: TcpListener,
         cluster: Arc<dyn ClusterApi>,
     ) -> Broker {
         let shared = Arc::new(Shared {
             acl: Acl::new(config.acl.clone()),
+            auth,
             config,
             node: cluster.node_id(),
             cluster: cluster.clone(),

@@ -326,6 +326,25 @@ impl Connection {
             write_and_close(stream, &ack, protocol).await;
             return None;
         }
+        // From here on the username is the authenticated one (`None`: anonymous).
+        let password = c.password.as_deref();
+        let username = match (shared.auth)
+            .check(&c.client_id, c.username.as_deref(), password, peer.ip())
+            .await
+        {
+            Ok(identity) => identity.username,
+            Err(no) => {
+                // Logged at debug: the throttle warns once per burst of failures.
+                Metrics::inc(&shared.metrics.auth_failures);
+                tracing::debug!(%peer, client_id = %c.client_id, code = no.code, "refused: {}", no.why);
+                let ack = ConnAck {
+                    code: no.code,
+                    ..ConnAck::default()
+                };
+                write_and_close(stream, &Packet::ConnAck(ack), protocol).await;
+                return None;
+            }
+        };
 
         let assigned = c.client_id.is_empty();
         let client_id: Arc<str> = if assigned {
@@ -355,7 +374,7 @@ impl Connection {
             client_id: client_id.to_string(),
             clean_start: c.clean_start,
             expiry_secs: expiry,
-            username: c.username.clone(),
+            username: username.clone(),
             will,
         };
         let epoch_before = shared.session(&client_id).map(|s| s.lock().epoch);
@@ -400,7 +419,7 @@ impl Connection {
             protocol,
             conn_id,
             client_id,
-            username: c.username.map(Into::into),
+            username: username.map(Into::into),
             session,
             epoch,
             will: c.will.map(Box::new),

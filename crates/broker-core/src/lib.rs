@@ -7,6 +7,7 @@
 //! - `subscriptions`: the subscription trie (`+`, `#`, `$`-topics, shared groups); no I/O.
 //! - `config`: every engine setting and its default.
 //! - `acl`: publish / subscribe access rules.
+//! - `auth`: client authentication at CONNECT (password file, JWT, failed-login throttle).
 //! - `cluster_api`: the narrow interface to the cluster layer (commit, forward, attach).
 //! - `replicated`: the state every node holds alike and the events that change it.
 //! - `mirror`: what each applied event means for this node's engine.
@@ -19,6 +20,7 @@
 
 pub mod acl;
 mod arena;
+pub mod auth;
 pub mod broker;
 pub mod cluster_api;
 pub mod codec;
@@ -34,6 +36,7 @@ pub mod subscriptions;
 pub mod topic;
 pub mod wire;
 
+pub use auth::Auth;
 pub use broker::Broker;
 pub use cluster_api::{ClusterApi, Engine};
-pub use config::{AclAction, AclRule, Config, Permission, QueuePolicy};
+pub use config::{AclAction, AclRule, Config, JwtAlgorithm, Permission, QueuePolicy};

@@ -7,23 +7,41 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker_core::Broker;
+use broker_core::{Auth, Broker};
 use cluster::{Node, NodeInfo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::http::{Change, Control};
-use crate::{fail, shutdown_signal, EXIT_FAILURE};
+use crate::{fail, on_hangup, shutdown_signal, EXIT_FAILURE};
+
+/// What SIGHUP reads again. Each part keeps its previous state when its files are bad,
+/// so a typo in one file never locks clients out.
+struct Reloadable {
+    auth: Arc<Auth>,
+}
+
+impl Reloadable {
+    fn reload(&self) {
+        if let Err(e) = self.auth.reload() {
+            tracing::warn!("reload: {e}; keeping the previous users and keys");
+        }
+    }
+}
 
 /// Binds, starts the node and serves until a signal arrives or the node leaves.
-pub async fn serve(settings: Settings) -> ExitCode {
+pub async fn serve(settings: Settings, auth: Arc<Auth>) -> ExitCode {
     // Installed before anything else so that a signal during start-up (a long join)
     // stops us gracefully rather than by the default action.
     let shutdown = match shutdown_signal() {
         Ok(shutdown) => shutdown,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}")),
     };
+    let reloadable = Reloadable { auth: auth.clone() };
+    if let Err(e) = on_hangup(move || reloadable.reload()) {
+        return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}"));
+    }
     let c = &settings.cluster;
     let (mqtt, cluster_listener, http) = match bind_all(&settings).await {
         Ok(l) => l,
@@ -59,7 +77,7 @@ pub async fn serve(settings: Settings) -> ExitCode {
         },
         _ = &mut shutdown => return ExitCode::SUCCESS,
     };
-    let broker = Broker::with_listener(settings.engine, mqtt, node.clone()).await;
+    let broker = Broker::with_listener(settings.engine, auth, mqtt, node.clone()).await;
     let http_addr = addr(&http);
     let control: Arc<dyn Control> = Arc::new(NodeControl(node.clone()));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
