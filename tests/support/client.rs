@@ -94,6 +94,8 @@ pub struct Opts {
     pub manual_acks: bool,
     pub receive_maximum: Option<u16>,
     pub max_packet_size: Option<u32>,
+    /// Username and password (rumqttc sends both or neither).
+    pub login: Option<(String, String)>,
 }
 
 pub fn v4(id: &str) -> Opts {
@@ -116,6 +118,7 @@ impl Opts {
             manual_acks: false,
             receive_maximum: None,
             max_packet_size: None,
+            login: None,
         }
     }
 
@@ -172,6 +175,11 @@ impl Opts {
 
     pub fn max_packet_size(mut self, n: u32) -> Opts {
         self.max_packet_size = Some(n);
+        self
+    }
+
+    pub fn login(mut self, username: &str, password: &str) -> Opts {
+        self.login = Some((username.to_string(), password.to_string()));
         self
     }
 
@@ -504,6 +512,9 @@ fn spawn_v4(
         .set_keep_alive(Duration::from_secs(opts.keep_alive_secs))
         .set_manual_acks(opts.manual_acks)
         .set_max_packet_size(1 << 20, 1 << 20);
+    if let Some((user, password)) = &opts.login {
+        o.set_credentials(user, password);
+    }
     if let Some(w) = &opts.will {
         o.set_last_will(rumqttc::LastWill::new(
             &w.topic,
@@ -593,6 +604,9 @@ fn spawn_v5(
         .set_receive_maximum(opts.receive_maximum)
         // rumqttc's own default would refuse incoming packets above 10 KiB.
         .set_max_packet_size(Some(opts.max_packet_size.unwrap_or(1 << 20)));
+    if let Some((user, password)) = &opts.login {
+        o.set_credentials(user, password);
+    }
     if let Some(w) = &opts.will {
         let props = w.delay.map(|d| m5::LastWillProperties {
             delay_interval: Some(d),
