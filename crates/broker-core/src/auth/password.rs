@@ -179,7 +179,7 @@ mod tests {
         let cases = [
             ("alice\n".to_string(), 1, "no ':'"),
             (format!("a:{good}\n\n:{good}\n"), 3, "empty user name"),
-            (format!("# c\nbob:notahash\n"), 2, "hash of \"bob\""),
+            ("# c\nbob:notahash\n".to_string(), 2, "hash of \"bob\""),
             (format!("a b:{good}\n"), 1, "whitespace"),
             (format!("a:{good}\na:{good}\n"), 2, "appears twice"),
             (
