@@ -327,9 +327,10 @@ impl Connection {
             return None;
         }
         // From here on the username is the authenticated one (`None`: anonymous).
-        let password = c.password.as_deref();
-        let username = match (shared.auth)
-            .check(&c.client_id, c.username.as_deref(), password, peer.ip())
+        let (user, password) = (c.username.as_deref(), c.password.as_deref());
+        let username = match shared
+            .auth
+            .check(&c.client_id, user, password, peer.ip())
             .await
         {
             Ok(identity) => identity.username,

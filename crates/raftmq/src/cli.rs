@@ -167,9 +167,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
-    /// Add USER to password FILE, or change their password. The password is read from
-    /// the terminal (twice, without echo) or, when stdin is not a terminal, from its
-    /// first line. A new FILE is created with mode 0600.
+    /// Add USER to password FILE, or change their password.
+    ///
+    /// The password is read from the terminal (twice, without echo) or, when stdin is
+    /// not a terminal, from its first line; never from the command line. FILE is
+    /// replaced atomically; a new FILE is created with mode 0600.
     Passwd {
         /// The password file (--password-file).
         file: PathBuf,

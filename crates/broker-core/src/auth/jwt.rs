@@ -152,6 +152,24 @@ mod tests {
     }
 
     #[test]
+    fn rs256_with_a_pem_public_key() {
+        let private = include_bytes!("../../../../tests/mqtt/keys/rs256-private.pem");
+        let public = include_bytes!("../../../../tests/mqtt/keys/rs256-public.pem");
+        let v = JwtVerifier::new(public, JwtAlgorithm::RS256, "sub").unwrap();
+        let key = EncodingKey::from_rsa_pem(private).unwrap();
+        let claims = json!({"sub": "rsa-user", "exp": now() + 60});
+        let token = encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
+        assert_eq!(v.verify(&token).unwrap(), "rsa-user");
+        // The ES256 key does not verify it, nor does an HS256 token "signed" with the
+        // public key (the algorithm-confusion attack).
+        let es = include_bytes!("../../../../tests/mqtt/keys/es256-public.pem");
+        let other = JwtVerifier::new(es, JwtAlgorithm::ES256, "sub").unwrap();
+        assert!(other.verify(&token).is_err());
+        let confused = hs256(public, json!({"sub": "rsa-user", "exp": now() + 60}));
+        assert!(v.verify(&confused).is_err());
+    }
+
+    #[test]
     fn es256_with_a_pem_public_key() {
         let private = include_bytes!("../../../../tests/mqtt/keys/es256-private.pem");
         let public = include_bytes!("../../../../tests/mqtt/keys/es256-public.pem");

@@ -12,9 +12,18 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 
 /// Users and their password hashes, as read from the file.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct PasswordTable {
     users: HashMap<String, Arc<str>>,
+}
+
+/// Shows how many users, not their hashes (which must not reach a log).
+impl std::fmt::Debug for PasswordTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordTable")
+            .field("users", &self.users.len())
+            .finish()
+    }
 }
 
 impl PasswordTable {
