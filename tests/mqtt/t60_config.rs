@@ -67,6 +67,20 @@ alice:$argon2id$broken
 }
 
 #[test]
+fn unreadable_jwt_key_rejected() {
+    let out = run(
+        "",
+        &[
+            "--jwt-key-file",
+            "/nonexistent/jwt.pem",
+            "--jwt-algorithm",
+            "ES256",
+        ],
+    );
+    assert_rejected(&out, "jwt_key_file");
+}
+
+#[test]
 fn invalid_acl_filter_rejected() {
     let acl = "[[acl]]\npermission = \"deny\"\naction = \"all\"\ntopic = \"a/#/b\"\n";
     assert_rejected(&run(acl, &[]), "acl");
