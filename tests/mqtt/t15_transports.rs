@@ -135,7 +135,7 @@ async fn mutual_tls_identity_is_the_username(v: Version) {
     // Mallory's certificate says mallory, whatever the CONNECT claims: denied.
     let mallory = pki.client_config(Some(&pki.client("mallory")));
     let mut m = Opts::new(v, "m")
-        .username("alice")
+        .login("alice", "unused")
         .tls(mallory)
         .connect(tls_addr)
         .await;
@@ -238,7 +238,7 @@ async fn certificates_reload_while_clients_stay() {
     let fresh = new.server("server");
     std::fs::copy(&fresh.key, &files.key).unwrap();
     std::fs::copy(&fresh.cert, &files.cert).unwrap();
-    signal(&broker, libc::SIGHUP);
+    broker.hangup();
     wait_until(
         "a client trusting only the new CA connects",
         Duration::from_secs(10),
@@ -271,7 +271,7 @@ async fn certificates_reload_while_clients_stay() {
 
     // A broken file is refused at reload: the current certificate stays in use.
     std::fs::write(&files.cert, "not a certificate").unwrap();
-    signal(&broker, libc::SIGHUP);
+    broker.hangup();
     wait_until(
         "the failed reload is logged",
         Duration::from_secs(10),
@@ -286,12 +286,6 @@ async fn certificates_reload_while_clients_stay() {
         .tls(new.client_config(None))
         .connect(l.tls)
         .await;
-}
-
-fn signal(broker: &Broker, sig: libc::c_int) {
-    // SAFETY: kill(2) with our own child's pid.
-    let rc = unsafe { libc::kill(broker.pid() as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill");
 }
 
 /// Bad input on the TLS and WebSocket listeners: each is refused with one log line, and

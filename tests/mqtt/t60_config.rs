@@ -50,6 +50,37 @@ fn unknown_config_key_rejected() {
 }
 
 #[test]
+fn malformed_password_file_rejected_with_its_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("passwords");
+    std::fs::write(
+        &file,
+        "# users
+alice:$argon2id$broken
+",
+    )
+    .expect("password file");
+    let out = run("", &["--password-file", &file.display().to_string()]);
+    assert_rejected(&out, "password_file");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(": line 2: "), "{stderr}");
+}
+
+#[test]
+fn unreadable_jwt_key_rejected() {
+    let out = run(
+        "",
+        &[
+            "--jwt-key-file",
+            "/nonexistent/jwt.pem",
+            "--jwt-algorithm",
+            "ES256",
+        ],
+    );
+    assert_rejected(&out, "jwt_key_file");
+}
+
+#[test]
 fn invalid_acl_filter_rejected() {
     let acl = "[[acl]]\npermission = \"deny\"\naction = \"all\"\ntopic = \"a/#/b\"\n";
     assert_rejected(&run(acl, &[]), "acl");

@@ -94,8 +94,8 @@ pub struct Opts {
     pub manual_acks: bool,
     pub receive_maximum: Option<u16>,
     pub max_packet_size: Option<u32>,
-    /// The CONNECT's username (no password).
-    pub username: Option<String>,
+    /// Username and password (rumqttc sends both or neither).
+    pub login: Option<(String, String)>,
     /// TLS, WebSocket or both; plain TCP when `None`.
     pub transport: Option<Transport>,
 }
@@ -137,13 +137,8 @@ impl Opts {
             receive_maximum: None,
             max_packet_size: None,
             transport: None,
-            username: None,
+            login: None,
         }
-    }
-
-    pub fn username(mut self, name: &str) -> Opts {
-        self.username = Some(name.to_string());
-        self
     }
 
     /// MQTT over TLS with this client configuration.
@@ -230,6 +225,11 @@ impl Opts {
 
     pub fn max_packet_size(mut self, n: u32) -> Opts {
         self.max_packet_size = Some(n);
+        self
+    }
+
+    pub fn login(mut self, username: &str, password: &str) -> Opts {
+        self.login = Some((username.to_string(), password.to_string()));
         self
     }
 
@@ -561,13 +561,13 @@ fn spawn_v4(
     if let Some(t) = &opts.transport {
         o.set_transport(t.0.clone());
     }
-    if let Some(u) = &opts.username {
-        o.set_credentials(u.clone(), "");
-    }
     o.set_clean_session(opts.clean)
         .set_keep_alive(Duration::from_secs(opts.keep_alive_secs))
         .set_manual_acks(opts.manual_acks)
         .set_max_packet_size(1 << 20, 1 << 20);
+    if let Some((user, password)) = &opts.login {
+        o.set_credentials(user, password);
+    }
     if let Some(w) = &opts.will {
         o.set_last_will(rumqttc::LastWill::new(
             &w.topic,
@@ -653,9 +653,6 @@ fn spawn_v5(
     if let Some(t) = &opts.transport {
         o.set_transport(t.0.clone());
     }
-    if let Some(u) = &opts.username {
-        o.set_credentials(u.clone(), "");
-    }
     o.set_clean_start(opts.clean)
         .set_keep_alive(Duration::from_secs(opts.keep_alive_secs))
         .set_manual_acks(opts.manual_acks)
@@ -663,6 +660,9 @@ fn spawn_v5(
         .set_receive_maximum(opts.receive_maximum)
         // rumqttc's own default would refuse incoming packets above 10 KiB.
         .set_max_packet_size(Some(opts.max_packet_size.unwrap_or(1 << 20)));
+    if let Some((user, password)) = &opts.login {
+        o.set_credentials(user, password);
+    }
     if let Some(w) = &opts.will {
         let props = w.delay.map(|d| m5::LastWillProperties {
             delay_interval: Some(d),

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::acl::Acl;
+use crate::auth::Auth;
 use crate::cluster_api::{ClusterApi, ClusterError, ClusterFuture, CutOff};
 use crate::config::{Config, QueuePolicy};
 use crate::message::Message;
@@ -76,6 +77,7 @@ pub(crate) struct Shared {
     /// This node's id (`cluster.node_id()`), the owner of sessions connected here.
     pub node: NodeId,
     pub acl: Acl,
+    pub auth: Arc<Auth>,
     pub metrics: Metrics,
     pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     pub subs: RwLock<SubscriptionTree<Arc<str>, SubEntry>>,
@@ -645,10 +647,16 @@ impl Target {
 }
 
 impl Shared {
-    /// The engine, attached to the cluster's state (which it replays first).
-    pub(crate) async fn start(config: Config, cluster: Arc<dyn ClusterApi>) -> Arc<Shared> {
+    /// The engine, attached to the cluster's state (which it replays first). `auth` was
+    /// loaded from `config` ([`Auth::load`]) and is kept for reloads.
+    pub(crate) async fn start(
+        config: Config,
+        auth: Arc<Auth>,
+        cluster: Arc<dyn ClusterApi>,
+    ) -> Arc<Shared> {
         let shared = Arc::new(Shared {
             acl: Acl::new(config.acl.clone()),
+            auth,
             config,
             node: cluster.node_id(),
             cluster: cluster.clone(),

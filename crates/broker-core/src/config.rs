@@ -19,6 +19,16 @@ pub enum QueuePolicy {
     Backpressure,
 }
 
+/// How JWT passwords are signed: HS256 with a shared secret, RS256 / ES256 with the
+/// issuer's public key (PEM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum JwtAlgorithm {
+    #[default]
+    HS256,
+    RS256,
+    ES256,
+}
+
 /// Who an access rule applies to, and what it allows or denies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +38,8 @@ pub struct AclRule {
     /// `publish`, `subscribe` or `all`.
     pub action: AclAction,
     /// A topic filter (`+` and `#` allowed). A PUBLISH is covered when its topic matches
-    /// it; a SUBSCRIBE when its filter, read level by level, lies within it.
+    /// it; a SUBSCRIBE when its filter, read level by level, lies within it. `%c` stands
+    /// for the client's id and `%u` for its username (see `acl`).
     pub topic: String,
     /// Only this client id; any client when absent.
     #[serde(default)]
@@ -111,6 +122,21 @@ pub struct Config {
     /// runtime handles packets from different connections in the order they arrive, as
     /// a single event loop does.
     pub worker_threads: usize,
+    /// Users and their argon2 password hashes, one `user:$argon2id$...` per line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Whether clients without a password may connect. `None`: only when neither
+    /// `password_file` nor `jwt_key_file` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+    /// Key that JWT passwords are checked with: the HS256 secret, or the RS256 / ES256
+    /// public key in PEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_key_file: Option<PathBuf>,
+    /// Signature algorithm of JWT passwords.
+    pub jwt_algorithm: JwtAlgorithm,
+    /// JWT claim that holds the username.
+    pub jwt_username_claim: String,
     /// Publish / subscribe access rules, first match wins; no match allows.
     pub acl: Vec<AclRule>,
 }
@@ -137,6 +163,11 @@ impl Default for Config {
             max_session_expiry_secs: u32::MAX,
             topic_alias_maximum: 16,
             worker_threads: 0,
+            password_file: None,
+            allow_anonymous: None,
+            jwt_key_file: None,
+            jwt_algorithm: JwtAlgorithm::HS256,
+            jwt_username_claim: "sub".to_string(),
             acl: Vec::new(),
         }
     }
@@ -145,6 +176,16 @@ impl Default for Config {
 impl Config {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    /// Whether clients must authenticate: a password file or a JWT key is configured.
+    pub fn auth_enabled(&self) -> bool {
+        self.password_file.is_some() || self.jwt_key_file.is_some()
+    }
+
+    /// `allow_anonymous` as given, or its default: true unless authentication is on.
+    pub fn allows_anonymous(&self) -> bool {
+        self.allow_anonymous.unwrap_or(!self.auth_enabled())
     }
 
     /// Checks every setting; the error names the setting and says what is wrong.
@@ -190,6 +231,16 @@ impl Config {
         }
         if self.tls_use_identity_as_username && self.tls_client_ca_file.is_none() {
             return Err("tls_use_identity_as_username: needs tls_client_ca_file".into());
+        }
+        if !self.allows_anonymous() && !self.auth_enabled() {
+            return Err(
+                "allow_anonymous: false needs password_file or jwt_key_file \
+                        (no client could connect)"
+                    .into(),
+            );
+        }
+        if self.jwt_username_claim.is_empty() {
+            return Err("jwt_username_claim: must not be empty".into());
         }
         for (i, rule) in self.acl.iter().enumerate() {
             if !crate::topic::valid_topic_filter(&rule.topic) {

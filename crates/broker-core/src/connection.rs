@@ -244,22 +244,17 @@ async fn write_flush<S: ByteStream>(stream: &mut S, bytes: &[u8]) -> std::io::Re
 }
 
 /// With `tls_use_identity_as_username`, a client that proved a certificate is known by
-/// its subject CN, whatever its CONNECT claims; why it is refused, if it is.
-fn take_certificate_identity(
+/// its subject CN, whatever its CONNECT claims (the certificate is its credential);
+/// `Ok(None)` when the certificate says nothing, `Err` when the client is refused.
+fn certificate_identity(
     cfg: &crate::config::Config,
     proof: Proof,
-    c: &mut Connect,
-) -> Option<&'static str> {
+) -> Result<Option<String>, &'static str> {
     match proof {
-        Proof::Certificate { common_name } if cfg.tls_use_identity_as_username => match common_name
-        {
-            Some(cn) => {
-                c.username = Some(cn);
-                None
-            }
-            None => Some("client certificate has no subject CN to take as username"),
-        },
-        _ => None,
+        Proof::Certificate { common_name } if cfg.tls_use_identity_as_username => common_name
+            .map(Some)
+            .ok_or("client certificate has no subject CN to take as username"),
+        _ => Ok(None),
     }
 }
 
@@ -316,13 +311,13 @@ impl Connection {
         shared: &Arc<Shared>,
         stream: &mut S,
         peer: SocketAddr,
-        mut c: Connect,
+        c: Connect,
         proof: Proof,
     ) -> Option<Connection> {
         let cfg = &shared.config;
         let protocol = c.protocol;
         let conn_id = shared.next_conn_id();
-        let identity_refusal = take_certificate_identity(cfg, proof, &mut c);
+        let certified = certificate_identity(cfg, proof);
         let refuse = |code: u8, why: &str| {
             tracing::info!(%peer, client_id = %c.client_id, code, "refused: {why}");
             Packet::ConnAck(ConnAck {
@@ -379,12 +374,40 @@ impl Connection {
         {
             Some(refuse(reason::TOPIC_NAME_INVALID, "invalid will topic"))
         } else {
-            identity_refusal.map(|why| refuse(reason::NOT_AUTHORIZED, why))
+            certified
+                .as_ref()
+                .err()
+                .map(|why| refuse(reason::NOT_AUTHORIZED, why))
         };
         if let Some(ack) = refusal {
             write_and_close(stream, &ack, protocol).await;
             return None;
         }
+        // From here on the username is the authenticated one (`None`: anonymous): the
+        // certificate's when it vouches for one, else what the credentials prove.
+        let (user, password) = (c.username.as_deref(), c.password.as_deref());
+        let checked = match certified {
+            Ok(Some(cn)) => Ok(Some(cn)),
+            _ => shared
+                .auth
+                .check(&c.client_id, user, password, peer.ip())
+                .await
+                .map(|identity| identity.username),
+        };
+        let username = match checked {
+            Ok(username) => username,
+            Err(no) => {
+                // Logged at debug: the throttle warns once per burst of failures.
+                Metrics::inc(&shared.metrics.auth_failures);
+                tracing::debug!(%peer, client_id = %c.client_id, code = no.code, "refused: {}", no.why);
+                let ack = ConnAck {
+                    code: no.code,
+                    ..ConnAck::default()
+                };
+                write_and_close(stream, &Packet::ConnAck(ack), protocol).await;
+                return None;
+            }
+        };
 
         let assigned = c.client_id.is_empty();
         let client_id: Arc<str> = if assigned {
@@ -414,7 +437,7 @@ impl Connection {
             client_id: client_id.to_string(),
             clean_start: c.clean_start,
             expiry_secs: expiry,
-            username: c.username.clone(),
+            username: username.clone(),
             will,
         };
         let epoch_before = shared.session(&client_id).map(|s| s.lock().epoch);
@@ -459,7 +482,7 @@ impl Connection {
             protocol,
             conn_id,
             client_id,
-            username: c.username.map(Into::into),
+            username: username.map(Into::into),
             session,
             epoch,
             will: c.will.map(Box::new),

@@ -13,7 +13,10 @@
 //!    - `config`: every engine setting and its default; `acl`: access rules;
 //!      `metrics`: counters the server exposes.
 //!    - `replicated`: the state every node holds alike and the events that change it.
+//!    - `transport`: TLS and WebSocket as byte streams (I/O adapters, no MQTT).
 //! 2. The engine:
+//!    - `auth`: client authentication at CONNECT (password file, JWT, failed-login
+//!      throttle).
 //!    - `cluster_api`: the narrow interface to the cluster layer (commit, forward, attach).
 //!    - `session`: per-client session state: queues, in-flight window, packet ids.
 //!    - `broker`: shared state (session registry, subscriptions, retained) and routing.
@@ -21,13 +24,13 @@
 //! 3. Clients:
 //!    - `connection`: one task per client byte stream: CONNECT, the packet loop,
 //!      keep-alive, will.
-//!    - `transport`: TLS and WebSocket as byte streams (I/O adapters, no MQTT).
 //! 4. The server:
 //!    - `server`: the listeners; each accepts sockets, unwraps its transport and starts
 //!      a connection.
 
 pub mod acl;
 mod arena;
+pub mod auth;
 pub mod broker;
 pub mod cluster_api;
 pub mod codec;
@@ -45,6 +48,7 @@ pub mod subscriptions;
 pub mod topic;
 pub mod transport;
 
+pub use auth::Auth;
 pub use cluster_api::{ClusterApi, Engine};
-pub use config::{AclAction, AclRule, Config, Permission, QueuePolicy};
-pub use server::{Broker, Listener, Reloader, Transport};
+pub use config::{AclAction, AclRule, Config, JwtAlgorithm, Permission, QueuePolicy};
+pub use server::{Broker, Listener, Transport};

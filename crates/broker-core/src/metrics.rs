@@ -23,6 +23,8 @@ pub struct Metrics {
     pub dropped_too_large: AtomicU64,
     /// Connections closed for a protocol violation or malformed packet.
     pub protocol_errors: AtomicU64,
+    /// CONNECTs refused for missing or wrong credentials.
+    pub auth_failures: AtomicU64,
 }
 
 impl Metrics {

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout_at, Instant};
 use tokio_rustls::server::TlsStream;
 
+use crate::auth::Auth;
 use crate::broker::Shared;
 use crate::cluster_api::ClusterApi;
 use crate::config::Config;
@@ -56,35 +57,24 @@ impl Transport {
     }
 }
 
-/// Reloads what can change without a restart: the TLS certificates and keys. New
-/// connections get the new ones; connections already up keep theirs.
-#[derive(Clone, Default)]
-pub struct Reloader {
+/// Reloads the listeners' certificates and keys when their files change (SIGHUP is the
+/// binary's, through [`Tls::reload`]). New connections get the new ones; connections
+/// already up keep theirs.
+struct Reloader {
     tls: Vec<Arc<Tls>>,
 }
 
 impl Reloader {
-    /// Reloads everything (SIGHUP); a file that fails to load keeps its predecessor.
-    pub fn reload(&self) {
-        for tls in &self.tls {
-            report(tls.reload());
-        }
-    }
-
-    /// Reloads what changed on disk since it was loaded.
     fn reload_changed(&self) {
         for tls in &self.tls {
-            if let Some(result) = tls.reload_if_changed() {
-                report(result);
+            match tls.reload_if_changed() {
+                Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+                Some(Err(e)) => {
+                    tracing::warn!("TLS certificate not reloaded, the previous one stays: {e}")
+                }
+                None => {}
             }
         }
-    }
-}
-
-fn report(result: Result<(), String>) {
-    match result {
-        Ok(()) => tracing::info!("TLS certificate reloaded"),
-        Err(e) => tracing::warn!("TLS certificate not reloaded, the previous one stays: {e}"),
     }
 }
 
@@ -102,10 +92,10 @@ pub struct Broker {
 
 impl Broker {
     /// Starts the engine on the cluster's state (replayed first); serves nobody until
-    /// [`Broker::run`].
-    pub async fn start(config: Config, cluster: Arc<dyn ClusterApi>) -> Broker {
+    /// [`Broker::run`]. `auth` was loaded from `config` ([`Auth::load`]).
+    pub async fn start(config: Config, auth: Arc<Auth>, cluster: Arc<dyn ClusterApi>) -> Broker {
         Broker {
-            shared: Shared::start(config, cluster).await,
+            shared: Shared::start(config, auth, cluster).await,
             listeners: Vec::new(),
         }
     }
@@ -117,8 +107,8 @@ impl Broker {
         Ok(addr)
     }
 
-    /// What [`Reloader::reload`] reloads: every TLS configuration of the listeners.
-    pub fn reloader(&self) -> Reloader {
+    /// Every TLS configuration of the listeners, once each.
+    fn reloader(&self) -> Reloader {
         let mut tls: Vec<Arc<Tls>> = Vec::new();
         for t in self.listeners.iter().filter_map(|l| l.transport.tls()) {
             if !tls.iter().any(|known| Arc::ptr_eq(known, t)) {

@@ -3,12 +3,13 @@
 //! defaults quoted in the help are checked against `Settings::default()` by a test.
 //!
 //! `raftmq cluster …` subcommands do not start a server: they ask a running node over its
-//! HTTP API (see `ctl`), so they take none of the server's flags.
+//! HTTP API (see `ctl`), so they take none of the server's flags. Nor does `raftmq
+//! passwd`, which edits a password file (see `passwd`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use broker_core::QueuePolicy;
+use broker_core::{JwtAlgorithm, QueuePolicy};
 use clap::{Args, Parser, Subcommand};
 use serde::de::IntoDeserializer;
 use serde::Deserialize;
@@ -167,6 +168,29 @@ pub struct Cli {
     /// Threads serving clients, 0 for one per CPU core [default: 0].
     #[arg(long, value_name = "N")]
     pub worker_threads: Option<usize>,
+
+    /// Password file of `user:argon2-hash` lines (see `raftmq passwd`); once set,
+    /// clients need a valid username and password. Reloaded on SIGHUP [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Whether clients without a password may connect (as users without a name)
+    /// [default: true without --password-file and --jwt-key-file, false with either].
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub allow_anonymous: Option<bool>,
+
+    /// Key that passwords which are JSON Web Tokens are checked with: the HS256 secret,
+    /// or the RS256 / ES256 public key in PEM. Reloaded on SIGHUP [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+
+    /// Signature algorithm of JWT passwords: HS256, RS256 or ES256 [default: HS256].
+    #[arg(long, value_name = "ALG", value_parser = parse_jwt_algorithm)]
+    pub jwt_algorithm: Option<JwtAlgorithm>,
+
+    /// JWT claim holding the username [default: sub].
+    #[arg(long, value_name = "CLAIM")]
+    pub jwt_username_claim: Option<String>,
 }
 
 /// Work done on a running node instead of starting one.
@@ -176,6 +200,17 @@ pub enum Command {
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,
+    },
+    /// Add USER to password FILE, or change their password.
+    ///
+    /// The password is read from the terminal (twice, without echo) or, when stdin is
+    /// not a terminal, from its first line; never from the command line. FILE is
+    /// replaced atomically; a new FILE is created with mode 0600.
+    Passwd {
+        /// The password file (--password-file).
+        file: PathBuf,
+        /// The user to add or change.
+        user: String,
     },
 }
 
@@ -224,6 +259,11 @@ pub struct NodeEndpoint {
 
 fn parse_host_port(s: &str) -> Result<String, String> {
     crate::config::check_host_port(s).map(|()| s.to_string())
+}
+
+fn parse_jwt_algorithm(s: &str) -> Result<JwtAlgorithm, String> {
+    JwtAlgorithm::deserialize(s.into_deserializer())
+        .map_err(|e: serde::de::value::Error| e.to_string())
 }
 
 /// Reads the policy through its serde names so that the flag and the file accept the
@@ -299,6 +339,23 @@ mod tests {
                 .contains("expected `drop` or `backpressure`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn auth_flags() {
+        let cli = Cli::try_parse_from([
+            "raftmq",
+            "--allow-anonymous",
+            "false",
+            "--jwt-algorithm",
+            "ES256",
+        ])
+        .unwrap();
+        assert_eq!(cli.allow_anonymous, Some(false));
+        assert_eq!(cli.jwt_algorithm, Some(JwtAlgorithm::ES256));
+        assert!(Cli::try_parse_from(["raftmq", "--jwt-algorithm", "none"]).is_err());
+        let cli = Cli::try_parse_from(["raftmq", "passwd", "users.txt", "alice"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Passwd { user, .. }) if user == "alice"));
     }
 
     #[test]

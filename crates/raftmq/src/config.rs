@@ -85,48 +85,64 @@ const CLUSTER_KEYS: [&str; 6] = [
 ];
 
 /// Settings without a default value: absent from the printed file (TOML has no null),
-/// which shows them as these commented lines instead.
-/// Optional keys unset by default: (key, commented example, the key it goes before).
-const UNSET_EXAMPLES: [(&str, &str, &str); 8] = [
+/// which shows them as these commented lines instead, each before the line of the
+/// key it is grouped with.
+const UNSET_EXAMPLES: [(&str, &str, &str); 11] = [
     (
         "node_id",
-        "# node_id = 1                      # required with join",
         "cluster_addr",
+        "# node_id = 1                      # required with join",
     ),
     (
         "advertise_addr",
-        "# advertise_addr = \"raftmq-1:7000\" # default: derived from cluster_addr",
         "cluster_addr",
+        "# advertise_addr = \"raftmq-1:7000\" # default: derived from cluster_addr",
     ),
     (
         "tls_addr",
-        "# tls_addr = \"0.0.0.0:8883\"        # MQTT over TLS: off unless set",
         "tls_use_identity_as_username",
+        "# tls_addr = \"0.0.0.0:8883\"        # MQTT over TLS: off unless set",
     ),
     (
         "ws_addr",
-        "# ws_addr = \"0.0.0.0:8083\"         # MQTT over WebSocket (/mqtt): off unless set",
         "tls_use_identity_as_username",
+        "# ws_addr = \"0.0.0.0:8083\"         # MQTT over WebSocket (/mqtt): off unless set",
     ),
     (
         "wss_addr",
-        "# wss_addr = \"0.0.0.0:8084\"        # WebSocket over TLS (/mqtt): off unless set",
         "tls_use_identity_as_username",
+        "# wss_addr = \"0.0.0.0:8084\"        # WebSocket over TLS (/mqtt): off unless set",
     ),
     (
         "tls_cert_file",
-        "# tls_cert_file = \"server.pem\"     # PEM chain, leaf first",
         "tls_use_identity_as_username",
+        "# tls_cert_file = \"server.pem\"     # PEM chain, leaf first",
     ),
     (
         "tls_key_file",
-        "# tls_key_file = \"server.key\"      # PEM private key",
         "tls_use_identity_as_username",
+        "# tls_key_file = \"server.key\"      # PEM private key",
     ),
     (
         "tls_client_ca_file",
-        "# tls_client_ca_file = \"ca.pem\"    # require client certificates (mTLS)",
         "tls_use_identity_as_username",
+        "# tls_client_ca_file = \"ca.pem\"    # require client certificates (mTLS)",
+    ),
+    (
+        "password_file",
+        "jwt_algorithm",
+        "# password_file = \"/etc/raftmq/passwords\" # default: none (see raftmq passwd)",
+    ),
+    (
+        "allow_anonymous",
+        "jwt_algorithm",
+        "# allow_anonymous = false          # default: true without password_file and \
+         jwt_key_file",
+    ),
+    (
+        "jwt_key_file",
+        "jwt_algorithm",
+        "# jwt_key_file = \"/etc/raftmq/jwt.key\" # default: none",
     ),
 ];
 
@@ -294,6 +310,11 @@ impl Settings {
             max_session_expiry_secs,
             topic_alias_maximum,
             worker_threads,
+            password_file,
+            allow_anonymous,
+            jwt_key_file,
+            jwt_algorithm,
+            jwt_username_claim,
         } = cli;
         let engine = &mut self.engine;
         set(&mut self.data_dir, data_dir);
@@ -327,6 +348,11 @@ impl Settings {
         set(&mut engine.max_session_expiry_secs, max_session_expiry_secs);
         set(&mut engine.topic_alias_maximum, topic_alias_maximum);
         set(&mut engine.worker_threads, worker_threads);
+        set_optional(&mut engine.password_file, password_file);
+        set_optional(&mut engine.allow_anonymous, allow_anonymous);
+        set_optional(&mut engine.jwt_key_file, jwt_key_file);
+        set(&mut engine.jwt_algorithm, jwt_algorithm);
+        set(&mut engine.jwt_username_claim, jwt_username_claim);
     }
 
     /// The settings as a TOML file would hold them. Unset optional settings show as
@@ -336,7 +362,7 @@ impl Settings {
         let table = self.to_table();
         let mut text = String::with_capacity(values.len() + 1024);
         for line in values.lines() {
-            for (key, example, before) in UNSET_EXAMPLES {
+            for (key, before, example) in UNSET_EXAMPLES {
                 if line.starts_with(&format!("{before} =")) && !table.contains_key(key) {
                     text.push_str(example);
                     text.push('\n');
@@ -474,6 +500,11 @@ mod tests {
                 "--join=raftmq-1:7000,raftmq-2:7000",
                 "--join-timeout-secs=5",
                 "--http-addr=127.0.0.4:8084",
+                "--password-file=p",
+                "--allow-anonymous=true",
+                "--jwt-key-file=k",
+                "--jwt-algorithm=RS256",
+                "--jwt-username-claim=device",
             ],
         )
         .unwrap();
@@ -508,6 +539,11 @@ mod tests {
                 max_session_expiry_secs: 13,
                 topic_alias_maximum: 14,
                 worker_threads: 3,
+                password_file: Some("p".into()),
+                allow_anonymous: Some(true),
+                jwt_key_file: Some("k".into()),
+                jwt_algorithm: broker_core::JwtAlgorithm::RS256,
+                jwt_username_claim: "device".into(),
                 acl: Vec::new(),
             },
         };
@@ -586,6 +622,31 @@ mod tests {
             assert!(err.starts_with(expected), "{file:?}: got {err:?}");
             assert!(!err.contains('\n'), "{file:?}: not one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn allow_anonymous_follows_authentication_unless_given() {
+        let anonymous =
+            |file: &str, args: &[&str]| merge(file, args).map(|s| s.engine.allows_anonymous());
+        assert_eq!(anonymous("", &[]), Ok(true));
+        assert_eq!(anonymous("password_file = \"p\"", &[]), Ok(false));
+        assert_eq!(anonymous("", &["--jwt-key-file", "k"]), Ok(false));
+        let explicit = "password_file = \"p\"\nallow_anonymous = true";
+        assert_eq!(anonymous(explicit, &[]), Ok(true));
+        assert_eq!(
+            anonymous(explicit, &["--allow-anonymous", "false"]),
+            Ok(false)
+        );
+        let err = anonymous("allow_anonymous = false", &[]).unwrap_err();
+        assert!(
+            err.starts_with("allow_anonymous: false needs password_file"),
+            "{err}"
+        );
+        let err = merge("jwt_algorithm = \"none\"", &[]).unwrap_err();
+        assert!(
+            err.starts_with("jwt_algorithm: unknown variant `none`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -671,6 +732,9 @@ mod tests {
         assert!(text.contains("data_dir = \"./data\""), "{text}");
         assert!(text.contains("\n# node_id = 1 "), "{text}");
         assert!(text.contains("\n# advertise_addr = "), "{text}");
+        assert!(text.contains("\n# password_file = "), "{text}");
+        assert!(text.contains("\n# allow_anonymous = "), "{text}");
+        assert!(text.contains("\njwt_algorithm = \"HS256\"\n"), "{text}");
         assert!(text.contains("\njoin = []\n"), "{text}");
         assert_eq!(Settings::from_toml(&text).unwrap(), Settings::default());
     }

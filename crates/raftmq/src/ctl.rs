@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use cluster::{NodeStatus, Status};
 
-use crate::cli::{ClusterAction, Command};
+use crate::cli::ClusterAction;
 
 /// Runs a subcommand: its output on stdout, or `raftmq: error: …` on stderr and status 1.
-pub fn run(cmd: &Command) -> ExitCode {
-    let Command::Cluster { action } = cmd;
+pub fn run(action: &ClusterAction) -> ExitCode {
     match execute(action) {
         Ok(output) => {
             print!("{output}");
@@ -145,7 +144,7 @@ fn status_table(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Cli;
+    use crate::cli::{Cli, Command};
     use crate::http::fake::Server;
     use clap::Parser;
 

@@ -6,6 +6,7 @@
 //! - `server`: start-up of a node: listeners, the cluster member, the broker.
 //! - `http`: the HTTP API (health, readiness, cluster status and membership).
 //! - `ctl`: `raftmq cluster ...`, the client side of that API.
+//! - `passwd`: `raftmq passwd FILE USER`, which edits a password file.
 //!
 //! Exit status: 0 after a clean stop, 2 for any invalid setting (as clap does for a bad
 //! flag), 1 when the broker cannot start or fails while running.
@@ -14,6 +15,7 @@ mod cli;
 mod config;
 mod ctl;
 mod http;
+mod passwd;
 mod server;
 
 use std::fmt::Display;
@@ -25,7 +27,7 @@ use clap::Parser;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command};
 use crate::config::Settings;
 
 /// mimalloc rather than glibc's malloc: 21% fewer instructions per delivered message
@@ -42,8 +44,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return flag_error(e),
     };
-    if let Some(command) = &cli.command {
-        return ctl::run(command);
+    match &cli.command {
+        Some(Command::Passwd { file, user }) => return passwd::run(file, user),
+        Some(Command::Cluster { action }) => return ctl::run(action),
+        None => {}
     }
     if cli.print_default_config {
         return match io::stdout().write_all(Settings::default().to_toml().as_bytes()) {
@@ -53,6 +57,11 @@ fn main() -> ExitCode {
     }
     let settings = match Settings::load(&cli) {
         Ok(settings) => settings,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    // A password file or key that cannot be read is a setting error like any other.
+    let auth = match broker_core::Auth::load(&settings.engine) {
+        Ok(auth) => std::sync::Arc::new(auth),
         Err(e) => return fail(EXIT_USAGE, e),
     };
     if let Err(e) = init_tracing(settings.log_level) {
@@ -73,7 +82,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.enable_all().build() {
-        Ok(runtime) => runtime.block_on(server::serve(settings)),
+        Ok(runtime) => runtime.block_on(server::serve(settings, auth)),
         Err(e) => fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     }
 }
@@ -121,6 +130,27 @@ pub(crate) fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 
         };
         tracing::debug!("{name} received, shutting down");
     })
+}
+
+/// Calls `reload` on each SIGHUP, from the moment it is installed (SIGHUP's default
+/// action would kill the process).
+#[cfg(unix)]
+pub(crate) fn on_hangup(reload: impl Fn() + Send + 'static) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received, reloading");
+            reload();
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub(crate) fn on_hangup(_reload: impl Fn() + Send + 'static) -> io::Result<()> {
+    Ok(())
 }
 
 /// Resolves on Ctrl-C; never, if it cannot be watched (rather than stopping at once).

@@ -8,29 +8,62 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker_core::transport::{Tls, TlsFiles};
-use broker_core::{Broker, Listener, Reloader, Transport};
+use broker_core::{Auth, Broker, Listener, Transport};
 use cluster::{Node, NodeInfo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::http::{Change, Control};
-use crate::{fail, shutdown_signal, EXIT_FAILURE};
+use crate::{fail, on_hangup, shutdown_signal, EXIT_FAILURE};
+
+/// What SIGHUP reads again. Each part keeps its previous state when its files are bad,
+/// so a typo in one file never locks clients out.
+struct Reloadable {
+    auth: Arc<Auth>,
+    tls: Option<Arc<Tls>>,
+}
+
+impl Reloadable {
+    fn reload(&self) {
+        if let Err(e) = self.auth.reload() {
+            tracing::warn!("reload: {e}; keeping the previous users and keys");
+        }
+        match self.tls.as_ref().map(|t| t.reload()) {
+            Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+            Some(Err(e)) => {
+                tracing::warn!("TLS certificate not reloaded, the previous one stays: {e}")
+            }
+            None => {}
+        }
+    }
+}
 
 /// Binds, starts the node and serves until a signal arrives or the node leaves.
-pub async fn serve(settings: Settings) -> ExitCode {
+pub async fn serve(settings: Settings, auth: Arc<Auth>) -> ExitCode {
     // Installed before anything else so that a signal during start-up (a long join)
     // stops us gracefully rather than by the default action.
     let shutdown = match shutdown_signal() {
         Ok(shutdown) => shutdown,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}")),
     };
+    let tls = match load_tls(&settings) {
+        Ok(tls) => tls,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let reloadable = Reloadable {
+        auth: auth.clone(),
+        tls: tls.clone(),
+    };
+    if let Err(e) = on_hangup(move || reloadable.reload()) {
+        return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}"));
+    }
     let c = &settings.cluster;
     let (mqtt, cluster_listener, http) = match bind_all(&settings).await {
         Ok(l) => l,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
-    let more_listeners = match client_listeners(&settings).await {
+    let more_listeners = match client_listeners(&settings, tls).await {
         Ok(l) => l,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
@@ -64,7 +97,7 @@ pub async fn serve(settings: Settings) -> ExitCode {
         },
         _ = &mut shutdown => return ExitCode::SUCCESS,
     };
-    let mut broker = Broker::start(settings.engine, node.clone()).await;
+    let mut broker = Broker::start(settings.engine, auth, node.clone()).await;
     let mqtt_addr = match broker.listen(Listener {
         socket: mqtt,
         transport: Transport::Tcp,
@@ -83,12 +116,6 @@ pub async fn serve(settings: Settings) -> ExitCode {
             Ok(a) => tracing::info!("raftmq listening on {a} ({kind})"),
             Err(e) => return fail(EXIT_FAILURE, format!("{kind} listener: {e}")),
         }
-    }
-    if let Err(e) = reload_on_sighup(broker.reloader()) {
-        return fail(
-            EXIT_FAILURE,
-            format!("cannot install the SIGHUP handler: {e}"),
-        );
     }
     let http_addr = addr(&http);
     let control: Arc<dyn Control> = Arc::new(NodeControl(node.clone()));
@@ -125,18 +152,23 @@ async fn bind_all(s: &Settings) -> Result<(TcpListener, TcpListener, TcpListener
     ))
 }
 
-/// The TLS and WebSocket listeners that are configured, bound; one TLS configuration
-/// shared by the TLS and WSS listeners.
-async fn client_listeners(s: &Settings) -> Result<Vec<Listener>, String> {
+/// The TLS configuration, when certificate files are configured.
+fn load_tls(s: &Settings) -> Result<Option<Arc<Tls>>, String> {
     let e = &s.engine;
-    let tls = match (&e.tls_cert_file, &e.tls_key_file) {
+    Ok(match (&e.tls_cert_file, &e.tls_key_file) {
         (Some(cert), Some(key)) => Some(Arc::new(Tls::load(TlsFiles {
             cert: cert.clone(),
             key: key.clone(),
             client_ca: e.tls_client_ca_file.clone(),
         })?)),
         _ => None,
-    };
+    })
+}
+
+/// The TLS and WebSocket listeners that are configured, bound; one TLS configuration
+/// shared by the TLS and WSS listeners.
+async fn client_listeners(s: &Settings, tls: Option<Arc<Tls>>) -> Result<Vec<Listener>, String> {
+    let e = &s.engine;
     let bind = |name: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -167,20 +199,6 @@ async fn client_listeners(s: &Settings) -> Result<Vec<Listener>, String> {
         });
     }
     Ok(listeners)
-}
-
-/// SIGHUP reloads certificates and keys (and keeps the node running: its default
-/// action would end it).
-fn reload_on_sighup(reloader: Reloader) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading certificates");
-            reloader.reload();
-        }
-    });
-    Ok(())
 }
 
 /// The addresses peers and clients are told. With `--advertise-addr host:port`, the
