@@ -254,6 +254,14 @@ impl Settings {
             max_session_expiry_secs,
             topic_alias_maximum,
             worker_threads,
+            max_subscriptions_per_session,
+            max_topic_length,
+            max_topic_levels,
+            max_retained_messages,
+            max_retained_bytes,
+            max_retained_per_client,
+            max_persistent_sessions,
+            max_inflight_qos2,
         } = cli;
         let engine = &mut self.engine;
         set(&mut self.data_dir, data_dir);
@@ -277,6 +285,17 @@ impl Settings {
         set(&mut engine.max_session_expiry_secs, max_session_expiry_secs);
         set(&mut engine.topic_alias_maximum, topic_alias_maximum);
         set(&mut engine.worker_threads, worker_threads);
+        set(
+            &mut engine.max_subscriptions_per_session,
+            max_subscriptions_per_session,
+        );
+        set(&mut engine.max_topic_length, max_topic_length);
+        set(&mut engine.max_topic_levels, max_topic_levels);
+        set(&mut engine.max_retained_messages, max_retained_messages);
+        set(&mut engine.max_retained_bytes, max_retained_bytes);
+        set(&mut engine.max_retained_per_client, max_retained_per_client);
+        set(&mut engine.max_persistent_sessions, max_persistent_sessions);
+        set(&mut engine.max_inflight_qos2, max_inflight_qos2);
     }
 
     /// The settings as a TOML file would hold them. Unset optional settings show as
@@ -411,6 +430,14 @@ mod tests {
                 "--max-session-expiry-secs=13",
                 "--topic-alias-maximum=14",
                 "--worker-threads=3",
+                "--max-subscriptions-per-session=15",
+                "--max-topic-length=16",
+                "--max-topic-levels=17",
+                "--max-retained-messages=18",
+                "--max-retained-bytes=19",
+                "--max-retained-per-client=20",
+                "--max-persistent-sessions=21",
+                "--max-inflight-qos2=22",
                 "--log-level=trace",
                 "--data-dir=d",
                 "--node-id=4",
@@ -447,6 +474,14 @@ mod tests {
                 topic_alias_maximum: 14,
                 worker_threads: 3,
                 acl: Vec::new(),
+                max_subscriptions_per_session: 15,
+                max_topic_length: 16,
+                max_topic_levels: 17,
+                max_retained_messages: 18,
+                max_retained_bytes: 19,
+                max_retained_per_client: 20,
+                max_persistent_sessions: 21,
+                max_inflight_qos2: 22,
             },
         };
         assert_eq!(settings, expected);
