@@ -257,7 +257,8 @@ async fn inflight_qos2(v: Version) {
 
 /// The attack, scaled down: one client sends 200 SUBSCRIBEs of 100 filters of
 /// about 210 bytes. It keeps 1000 (the default quota), the rest are refused, and the
-/// broker's memory grows by a few MB, not the ~50 MB that 20,000 subscriptions take.
+/// broker's RSS grows by about 12 MB, not the 53 MB that 20,000 subscriptions took
+/// with the quota disabled (measured; the bound sits between the two).
 #[tokio::test]
 async fn subscribe_flood_is_bounded() {
     needs_raftmq("quotas");
@@ -281,7 +282,7 @@ async fn subscribe_flood_is_bounded() {
     }
     let grown = broker.rss_kib().saturating_sub(before);
     assert_eq!((granted, refused), (1000, 19_000));
-    assert!(grown < 16 * 1024, "broker RSS grew by {grown} KiB");
+    assert!(grown < 24 * 1024, "broker RSS grew by {grown} KiB");
     logged_once(&broker, "max_subscriptions_per_session").await;
 
     let mut other = Opts::new(v, "bystander").connect(broker.addr).await;
