@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::support::client::Opts;
-use crate::support::codec::{Connect, Packet, Props, Publish, Version};
+use crate::support::codec::{Connect, Packet, Props, Publish, Version, Will};
 use crate::support::raw::{Raw, Recv};
 use crate::support::{needs_raftmq, wait_until, Broker, QUIET, RECV_TIMEOUT};
 
@@ -132,6 +132,20 @@ async fn topic_length_and_levels(v: Version) {
     assert!(before.is_empty(), "refused topics delivered: {before:?}");
     logged_once(&broker, "max_topic_length").await;
     logged_once(&broker, "max_topic_levels").await;
+
+    // A will's topic likewise, checked at CONNECT (5.0: 0x97, 3.1.1: 0x03).
+    let mut connect = Connect::new(v, "deep-will");
+    connect.will = Some(Will {
+        topic: deep.into(),
+        payload: b"gone".to_vec(),
+        ..Will::default()
+    });
+    match Raw::connect_with(broker.addr, &connect).await.1 {
+        Recv::Packet(Packet::Connack { code, .. }) => {
+            assert_eq!(code, if v == Version::V5 { 0x97 } else { 0x03 });
+        }
+        other => panic!("{other:?} instead of a refusing CONNACK"),
+    }
 }
 
 /// New retained topics past `max_retained_per_client`, `max_retained_messages` or

@@ -380,7 +380,13 @@ impl Connection {
             Protocol::V4 => cfg.max_inflight,
         };
 
-        if let Err(q) = shared.quota.admit_session(cfg, &client_id, expiry) {
+        let over_quota = c
+            .will
+            .as_ref()
+            .map_or(Ok(()), |w| quota::check_topic(cfg, &w.topic));
+        if let Err(q) =
+            over_quota.and_then(|()| shared.quota.admit_session(cfg, &client_id, expiry))
+        {
             shared
                 .quota
                 .exceeded(&shared.metrics, q, &client_id, "CONNECT refused");
