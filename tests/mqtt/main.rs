@@ -39,6 +39,7 @@ mod t25_durable_acks;
 mod t30_v5;
 mod t40_auth;
 mod t40_limits_acl;
+mod t42_quotas;
 mod t45_slow_consumers;
 mod t50_bad_input;
 mod t60_config;

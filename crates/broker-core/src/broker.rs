@@ -17,6 +17,7 @@ use crate::config::{Config, QueuePolicy};
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::packet::{Protocol, QoS, SubOptions, Will};
+use crate::quota::{Quotas, Reservation};
 use crate::replicated::NodeId;
 use crate::replicated::{
     now_ms, Event, Origin, Outcome, StoredMessage, Target as DurableTarget, WILL_SEQ,
@@ -68,6 +69,8 @@ pub(crate) struct Publisher<'a> {
     /// The message is the will of the offline session `(client_id, epoch)`
     /// ([`crate::replicated::WILL_SEQ`]).
     pub will: bool,
+    /// The room a new retained topic holds until its proposal is applied.
+    pub retained: Option<Reservation>,
 }
 
 /// Everything the connections share.
@@ -79,6 +82,7 @@ pub(crate) struct Shared {
     pub acl: Acl,
     pub auth: Arc<Auth>,
     pub metrics: Metrics,
+    pub quota: Quotas,
     pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     pub subs: RwLock<SubscriptionTree<Arc<str>, SubEntry>>,
     pub retained: RwLock<RetainedStore<Arc<Message>>>,
@@ -155,13 +159,22 @@ impl Shared {
     pub fn publish(
         &self,
         msg: &Arc<Message>,
-        publisher: Option<Publisher<'_>>,
+        mut publisher: Option<Publisher<'_>>,
     ) -> (Routed, Option<ClusterFuture<()>>) {
         let mut commits = Vec::new();
         if msg.retain {
             let message = (!msg.payload.is_empty()).then(|| StoredMessage::from_message(msg));
             let topic = msg.topic.clone();
-            commits.push(self.cluster.commit(Event::Retain { topic, message }));
+            let committed = self.cluster.commit(Event::Retain { topic, message });
+            commits.push(match publisher.as_mut().and_then(|p| p.retained.take()) {
+                None => committed,
+                // Counted as pending until applied here (the commit resolves then).
+                Some(room) => Box::pin(async move {
+                    let outcome = committed.await;
+                    drop(room);
+                    outcome
+                }),
+            });
         }
         // A persistent publisher's QoS 2 message is committed with its packet id, which
         // is what makes its resend (DUP, perhaps at another node) known: its QoS 2
@@ -661,6 +674,7 @@ impl Shared {
             node: cluster.node_id(),
             cluster: cluster.clone(),
             metrics: Metrics::default(),
+            quota: Quotas::default(),
             sessions: Mutex::new(HashMap::new()),
             subs: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(RetainedStore::new()),

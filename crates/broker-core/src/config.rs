@@ -139,6 +139,28 @@ pub struct Config {
     pub jwt_username_claim: String,
     /// Publish / subscribe access rules, first match wins; no match allows.
     pub acl: Vec<AclRule>,
+    /// Subscriptions one session may hold; further filters are refused (SUBACK 0x97,
+    /// 3.1.1: 0x80). Replacing an existing subscription is always allowed.
+    pub max_subscriptions_per_session: usize,
+    /// Longest topic name or filter, in bytes (publish topics, subscription filters).
+    pub max_topic_length: usize,
+    /// Most levels in a topic name or filter (`a/b/c` has 3).
+    pub max_topic_levels: usize,
+    /// Retained messages in the cluster. Setting a new retained topic past it is
+    /// refused; replacing or clearing an existing one is always allowed.
+    pub max_retained_messages: usize,
+    /// Bytes of retained messages (topic + payload) in the cluster, likewise.
+    pub max_retained_bytes: u64,
+    /// Retained messages one client id may have set, likewise.
+    pub max_retained_per_client: usize,
+    /// Persistent sessions (session expiry above 0) in the cluster; a CONNECT that
+    /// would create one more is refused (CONNACK 0x97, 3.1.1: 0x03). Resuming or
+    /// replacing an existing one is always allowed.
+    pub max_persistent_sessions: usize,
+    /// Inbound QoS 2 messages a 3.1.1 client may leave awaiting PUBREL; one more closes
+    /// the connection. 5.0 clients are held to `receive_maximum` instead, which they
+    /// are told.
+    pub max_inflight_qos2: u16,
 }
 
 impl Default for Config {
@@ -169,6 +191,14 @@ impl Default for Config {
             jwt_algorithm: JwtAlgorithm::HS256,
             jwt_username_claim: "sub".to_string(),
             acl: Vec::new(),
+            max_subscriptions_per_session: 1000,
+            max_topic_length: 1024,
+            max_topic_levels: 32,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 128 * 1024 * 1024,
+            max_retained_per_client: 1000,
+            max_persistent_sessions: 100_000,
+            max_inflight_qos2: 64,
         }
     }
 }
@@ -241,6 +271,18 @@ impl Config {
         }
         if self.jwt_username_claim.is_empty() {
             return Err("jwt_username_claim: must not be empty".into());
+        }
+        if !(1..=65_535).contains(&self.max_topic_length) {
+            return Err(format!(
+                "max_topic_length: {} is outside 1..=65535",
+                self.max_topic_length
+            ));
+        }
+        if self.max_topic_levels == 0 {
+            return Err("max_topic_levels: must be at least 1".into());
+        }
+        if self.max_inflight_qos2 == 0 {
+            return Err("max_inflight_qos2: must be at least 1".into());
         }
         for (i, rule) in self.acl.iter().enumerate() {
             if !crate::topic::valid_topic_filter(&rule.topic) {

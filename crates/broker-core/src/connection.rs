@@ -28,6 +28,7 @@ use crate::packet::{
     reason, Ack, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, RetainHandling,
     SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe, Will,
 };
+use crate::quota::{self, Quota};
 use crate::replicated::{Event, Outcome, StoredSub, StoredWill};
 use crate::session::{Delivery, Inflight, Session, Stage};
 use crate::topic;
@@ -80,6 +81,10 @@ enum Exit {
         code: u8,
         why: String,
     },
+    /// A publish passed a quota and no ack can refuse it (3.1.1, or QoS 0): the
+    /// connection closes (5.0: DISCONNECT 0x97), as 3.1.1 §3.3.5 says of a PUBLISH the
+    /// server will not take.
+    Quota(String),
 }
 
 impl Exit {
@@ -98,6 +103,7 @@ impl Exit {
             Exit::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
             Exit::CutOff { .. } => Some(reason::USE_ANOTHER_SERVER),
             Exit::Violation { code, .. } => Some(*code),
+            Exit::Quota(_) => Some(reason::QUOTA_EXCEEDED),
             // 0x88 (server unavailable) is a CONNACK code only.
             Exit::Unavailable { .. } => Some(reason::UNSPECIFIED_ERROR),
             Exit::Disconnect { .. } | Exit::Lost(_) => None,
@@ -430,6 +436,20 @@ impl Connection {
             Protocol::V4 => cfg.max_inflight,
         };
 
+        let over_quota = c
+            .will
+            .as_ref()
+            .map_or(Ok(()), |w| quota::check_topic(cfg, &w.topic));
+        if let Err(q) =
+            over_quota.and_then(|()| shared.quota.admit_session(cfg, &client_id, expiry))
+        {
+            shared
+                .quota
+                .exceeded(&shared.metrics, q, &client_id, "CONNECT refused");
+            let ack = refuse(reason::QUOTA_EXCEEDED, q.setting());
+            write_and_close(stream, &ack, protocol).await;
+            return None;
+        }
         // Replicated, so that the cluster publishes it if this node dies.
         let will = c.will.as_ref().map(|w| StoredWill::new(w, &client_id));
         let claim = Event::Claim {
@@ -721,6 +741,10 @@ impl Connection {
         Metrics::inc(&self.shared.metrics.publish_received);
         self.resolve_topic(&mut p)?;
         let (qos, pkid) = (p.qos, p.pkid);
+        if let Err(q) = quota::check_topic(&self.shared.config, &p.topic) {
+            let verdict = self.over_quota(q, qos, "PUBLISH topic")?;
+            return self.answer(verdict, qos, pkid);
+        }
         if qos == QoS::ExactlyOnce {
             let mut st = self.session.lock();
             if st.incoming_qos2.contains(&pkid) {
@@ -731,16 +755,47 @@ impl Connection {
                 self.reply(Packet::PubRec(Ack::new(pkid, reason::SUCCESS)));
                 return Ok(());
             }
-            if st.incoming_qos2.len() >= usize::from(self.shared.config.receive_maximum) {
-                return Err(Exit::violation(
-                    reason::RECEIVE_MAXIMUM_EXCEEDED,
-                    "more unacknowledged QoS 2 publishes than Receive Maximum",
-                ));
+            // 5.0 clients are told Receive Maximum; 3.1.1 clients, told nothing, are
+            // held to a quota.
+            let cfg = &self.shared.config;
+            let v5 = self.protocol == Protocol::V5;
+            let limit = if v5 {
+                cfg.receive_maximum
+            } else {
+                cfg.max_inflight_qos2
+            };
+            if st.incoming_qos2.len() >= usize::from(limit) {
+                drop(st);
+                if v5 {
+                    return Err(Exit::violation(
+                        reason::RECEIVE_MAXIMUM_EXCEEDED,
+                        "more unacknowledged QoS 2 publishes than Receive Maximum",
+                    ));
+                }
+                let (q, shared) = (Quota::InflightQos2, &self.shared);
+                let what = "QoS 2 PUBLISH awaiting PUBREL";
+                shared
+                    .quota
+                    .exceeded(&shared.metrics, q, &self.client_id, what);
+                return Err(Exit::Quota(format!("{what} over {}", q.setting())));
             }
             // Taken now, so that a retransmission while the commit runs is one too.
             st.incoming_qos2.insert(pkid);
         }
-        let verdict = self.accept_publish(p)?;
+        let verdict = match self.accept_publish(p) {
+            Ok(verdict) => verdict,
+            Err(exit) => {
+                if qos == QoS::ExactlyOnce {
+                    self.session.lock().incoming_qos2.remove(&pkid);
+                }
+                return Err(exit);
+            }
+        };
+        self.answer(verdict, qos, pkid)
+    }
+
+    /// Sends (or holds) the ack `verdict` calls for.
+    fn answer(&mut self, verdict: Verdict, qos: QoS, pkid: u16) -> Result<(), Exit> {
         let ack = move |code| match qos {
             QoS::ExactlyOnce => Packet::PubRec(Ack::new(pkid, code)),
             _ => Packet::PubAck(Ack::new(pkid, code)),
@@ -755,8 +810,15 @@ impl Connection {
                     self.reply(packet);
                 }
             }
-            // No ack to hold: what the commit brings (a retained message) follows.
-            Verdict::Commit { committed, .. } if qos == QoS::AtMostOnce => drop(committed),
+            // No ack to hold: what the commit brings (a retained message) follows. It is
+            // held all the same (sending nothing), so that a new retained topic counts
+            // against its quota until applied, and `MAX_HELD` bounds how many are.
+            Verdict::Commit { committed, .. } if qos == QoS::AtMostOnce => {
+                self.held.push_back(Box::pin(async move {
+                    let _ = committed.await;
+                    Ok(None)
+                }));
+            }
             Verdict::Commit { code, committed } => {
                 let failed = self.with_reason(ack(reason::UNSPECIFIED_ERROR));
                 let protocol = self.protocol;
@@ -801,6 +863,21 @@ impl Connection {
         }
     }
 
+    /// Counts and logs a publish refused by `quota`: a 5.0 QoS 1/2 one gets its ack with
+    /// 0x97; any other cannot be refused but by closing the connection.
+    fn over_quota(&self, quota: Quota, qos: QoS, what: &str) -> Result<Verdict, Exit> {
+        let shared = &self.shared;
+        shared
+            .quota
+            .exceeded(&shared.metrics, quota, &self.client_id, what);
+        match (self.protocol, qos) {
+            (Protocol::V5, QoS::AtLeastOnce | QoS::ExactlyOnce) => {
+                Ok(Verdict::Now(reason::QUOTA_EXCEEDED))
+            }
+            _ => Err(Exit::Quota(format!("{what} over {}", quota.setting()))),
+        }
+    }
+
     /// Adds a reason string to a failure ack, when the client wants them.
     fn with_reason(&self, packet: Packet) -> Packet {
         let add = |a: Ack| {
@@ -831,6 +908,13 @@ impl Connection {
             tracing::debug!(client_id = %self.client_id, topic = %p.topic, "publish denied");
             return Ok(Verdict::Now(reason::NOT_AUTHORIZED));
         }
+        let retained = match p.retain && !p.payload.is_empty() {
+            true => match self.reserve_retained(&p.topic, p.payload.len()) {
+                Ok(room) => room,
+                Err(q) => return self.over_quota(q, p.qos, "retained PUBLISH"),
+            },
+            false => None,
+        };
         // A persistent session's QoS 2 packet id is held by the cluster until PUBREL,
         // so that a resend to another node after a failover is known as one.
         let qos2_pkid =
@@ -851,6 +935,7 @@ impl Connection {
             epoch: self.epoch,
             proposed: &mut self.proposed,
             qos2_pkid,
+            retained,
         };
         let (routed, committed) = shared.publish(&msg, Some(publisher));
         let code = if routed.matched == 0 {
@@ -863,6 +948,26 @@ impl Connection {
             Some(committed) => Verdict::Commit { code, committed },
             None => Verdict::Now(code),
         })
+    }
+
+    /// Room for a retained message on `topic`, when it would be a new retained topic
+    /// (replacing one is always allowed).
+    fn reserve_retained(
+        &self,
+        topic: &str,
+        payload_len: usize,
+    ) -> Result<Option<quota::Reservation>, Quota> {
+        let shared = &self.shared;
+        let store = shared.retained.read().unwrap_or_else(|e| e.into_inner());
+        if store.get(topic).is_some() {
+            return Ok(None);
+        }
+        drop(store);
+        let bytes = quota::retained_size(topic, payload_len);
+        let room = shared
+            .quota
+            .reserve_retained(&shared.config, &self.client_id, bytes)?;
+        Ok(Some(room))
     }
 
     /// PUBREL of an inbound QoS 2 message: the cluster forgets its packet id (for a
@@ -957,9 +1062,18 @@ impl Connection {
         let mut codes = Vec::with_capacity(s.filters.len());
         // (index in `codes`, filter, options, whether it is new), for the accepted ones.
         let mut accepted = Vec::new();
+        // Subscriptions held, and added by this packet: `max_subscriptions_per_session`.
+        let mut held = self.session.lock().subscriptions.len();
         for f in s.filters {
             if !topic::valid_topic_filter(&f.filter) {
                 codes.push(reason::TOPIC_FILTER_INVALID);
+                continue;
+            }
+            if let Err(q) = quota::check_filter(&shared.config, &f.filter) {
+                shared
+                    .quota
+                    .exceeded(&shared.metrics, q, &self.client_id, "SUBSCRIBE filter");
+                codes.push(reason::QUOTA_EXCEEDED);
                 continue;
             }
             let shared_group = topic::split_shared(&f.filter);
@@ -987,6 +1101,15 @@ impl Connection {
                 sub_id: s.subscription_identifier,
             };
             let existed = self.session.lock().subscriptions.contains_key(&f.filter);
+            if !existed && held >= shared.config.max_subscriptions_per_session {
+                let q = Quota::Subscriptions;
+                shared
+                    .quota
+                    .exceeded(&shared.metrics, q, &self.client_id, "SUBSCRIBE filter");
+                codes.push(reason::QUOTA_EXCEEDED);
+                continue;
+            }
+            held += usize::from(!existed);
             accepted.push((codes.len(), f.filter, opts, existed));
             codes.push(f.qos as u8);
         }
@@ -1017,8 +1140,9 @@ impl Connection {
         self.send(&Packet::SubAck(SubAck {
             pkid: s.pkid,
             codes,
-            reason_string: (refused && self.problem_info)
-                .then(|| "one or more filters refused: invalid or not authorized".into()),
+            reason_string: (refused && self.problem_info).then(|| {
+                "one or more filters refused: invalid, not authorized or over quota".into()
+            }),
         }));
         let mut retained = Vec::new();
         for (_, filter, opts, existed) in accepted {
@@ -1295,7 +1419,9 @@ impl Connection {
         }
         if let (Protocol::V5, Some(code)) = (self.protocol, server_reason) {
             let why = match &exit {
-                Exit::Violation { why, .. } | Exit::Unavailable { why, .. } => why.as_str(),
+                Exit::Violation { why, .. } | Exit::Unavailable { why, .. } | Exit::Quota(why) => {
+                    why.as_str()
+                }
                 _ => reason_text(code),
             };
             let server_reference = match &exit {
@@ -1364,7 +1490,7 @@ impl Connection {
                 return;
             }
             Exit::Disconnect { .. } => "DISCONNECT",
-            Exit::Unavailable { why, .. } => why.as_str(),
+            Exit::Unavailable { why, .. } | Exit::Quota(why) => why.as_str(),
             Exit::Lost(e) => e.as_str(),
             Exit::KeepAlive => "keep-alive timeout",
             Exit::TakenOver => "session taken over",
@@ -1463,6 +1589,7 @@ async fn linger<S: ByteStream>(stream: &mut S) {
 fn reason_text(code: u8) -> &'static str {
     match code {
         reason::NOT_AUTHORIZED => "not authorized",
+        reason::QUOTA_EXCEEDED => "quota exceeded",
         reason::PAYLOAD_FORMAT_INVALID => "payload is not valid UTF-8",
         reason::UNSPECIFIED_ERROR => "the message could not be committed",
         reason::KEEP_ALIVE_TIMEOUT => "keep-alive timeout",

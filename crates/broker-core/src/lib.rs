@@ -11,7 +11,8 @@
 //!    - `message`: an application message as routed, with its PUBLISH header encoded
 //!      once and shared by its subscribers.
 //!    - `config`: every engine setting and its default; `acl`: access rules;
-//!      `metrics`: counters the server exposes.
+//!      `metrics`: counters the server exposes; `quota`: the limits on what one client
+//!      may make the cluster hold, and the usage they are checked against.
 //!    - `replicated`: the state every node holds alike and the events that change it.
 //!    - `transport`: TLS and WebSocket as byte streams (I/O adapters, no MQTT).
 //! 2. The engine:
@@ -40,6 +41,7 @@ pub mod message;
 pub mod metrics;
 mod mirror;
 pub mod packet;
+mod quota;
 pub mod replicated;
 pub mod retained;
 pub mod server;

@@ -25,6 +25,17 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// CONNECTs refused for missing or wrong credentials.
     pub auth_failures: AtomicU64,
+    /// Subscription filters refused by `max_subscriptions_per_session`.
+    pub quota_subscriptions: AtomicU64,
+    /// Publishes and filters refused by `max_topic_length` or `max_topic_levels`.
+    pub quota_topic: AtomicU64,
+    /// Retained publishes refused by `max_retained_messages`, `max_retained_bytes` or
+    /// `max_retained_per_client`.
+    pub quota_retained: AtomicU64,
+    /// CONNECTs refused by `max_persistent_sessions`.
+    pub quota_persistent_sessions: AtomicU64,
+    /// 3.1.1 connections closed by `max_inflight_qos2`.
+    pub quota_inflight_qos2: AtomicU64,
 }
 
 impl Metrics {

@@ -92,9 +92,12 @@ impl Engine for Shared {
         for (topic, m) in &state.retained {
             retained.insert(topic, Arc::new(m.to_message()));
         }
+        drop(retained);
+        self.quota.reset(state);
     }
 
     fn applied(&self, event: &Event, outcome: &Outcome, state: &State) {
+        self.quota.applied(event, state);
         match (event, outcome) {
             (Event::Claim { client_id, .. }, Outcome::Claimed { present, .. }) => {
                 let Some(rec) = state.sessions.get(client_id) else {
@@ -169,11 +172,14 @@ impl Engine for Shared {
                 }
             }
             (Event::Retain { topic, message }, _) => {
+                let new = message.as_ref().map(|m| Arc::new(m.to_message()));
                 let mut retained = self.retained.write().unwrap_or_else(|e| e.into_inner());
-                match message {
-                    Some(m) => retained.insert(topic, Arc::new(m.to_message())),
+                let old = match &new {
+                    Some(m) => retained.insert(topic, m.clone()),
                     None => retained.remove(topic),
                 };
+                drop(retained);
+                self.quota.retained_applied(old.as_deref(), new.as_deref());
             }
             (
                 Event::Publish {
@@ -250,6 +256,7 @@ impl Engine for Shared {
             proposed: &mut proposed,
             qos2_pkid: None,
             will: true,
+            retained: None,
         };
         match self.publish(&msg, Some(publisher)) {
             (_, Some(committed)) => committed,

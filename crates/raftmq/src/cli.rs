@@ -191,6 +191,41 @@ pub struct Cli {
     /// JWT claim holding the username [default: sub].
     #[arg(long, value_name = "CLAIM")]
     pub jwt_username_claim: Option<String>,
+
+    /// Subscriptions one session may hold; more are refused [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_subscriptions_per_session: Option<usize>,
+
+    /// Longest topic name or filter, in bytes [default: 1024].
+    #[arg(long, value_name = "BYTES")]
+    pub max_topic_length: Option<usize>,
+
+    /// Most levels in a topic name or filter [default: 32].
+    #[arg(long, value_name = "N")]
+    pub max_topic_levels: Option<usize>,
+
+    /// Retained messages in the cluster; new retained topics past it are refused
+    /// [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_retained_messages: Option<usize>,
+
+    /// Bytes of retained messages (topic + payload) in the cluster [default: 134217728].
+    #[arg(long, value_name = "BYTES")]
+    pub max_retained_bytes: Option<u64>,
+
+    /// Retained messages one client may have set [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_retained_per_client: Option<usize>,
+
+    /// Persistent sessions in the cluster; CONNECTs creating more are refused
+    /// [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_persistent_sessions: Option<usize>,
+
+    /// Inbound QoS 2 messages a 3.1.1 client may leave awaiting PUBREL; one more closes
+    /// the connection (5.0 clients: Receive Maximum) [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_inflight_qos2: Option<u16>,
 }
 
 /// Work done on a running node instead of starting one.

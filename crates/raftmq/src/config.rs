@@ -315,6 +315,14 @@ impl Settings {
             jwt_key_file,
             jwt_algorithm,
             jwt_username_claim,
+            max_subscriptions_per_session,
+            max_topic_length,
+            max_topic_levels,
+            max_retained_messages,
+            max_retained_bytes,
+            max_retained_per_client,
+            max_persistent_sessions,
+            max_inflight_qos2,
         } = cli;
         let engine = &mut self.engine;
         set(&mut self.data_dir, data_dir);
@@ -353,6 +361,17 @@ impl Settings {
         set_optional(&mut engine.jwt_key_file, jwt_key_file);
         set(&mut engine.jwt_algorithm, jwt_algorithm);
         set(&mut engine.jwt_username_claim, jwt_username_claim);
+        set(
+            &mut engine.max_subscriptions_per_session,
+            max_subscriptions_per_session,
+        );
+        set(&mut engine.max_topic_length, max_topic_length);
+        set(&mut engine.max_topic_levels, max_topic_levels);
+        set(&mut engine.max_retained_messages, max_retained_messages);
+        set(&mut engine.max_retained_bytes, max_retained_bytes);
+        set(&mut engine.max_retained_per_client, max_retained_per_client);
+        set(&mut engine.max_persistent_sessions, max_persistent_sessions);
+        set(&mut engine.max_inflight_qos2, max_inflight_qos2);
     }
 
     /// The settings as a TOML file would hold them. Unset optional settings show as
@@ -492,6 +511,14 @@ mod tests {
                 "--max-session-expiry-secs=13",
                 "--topic-alias-maximum=14",
                 "--worker-threads=3",
+                "--max-subscriptions-per-session=15",
+                "--max-topic-length=16",
+                "--max-topic-levels=17",
+                "--max-retained-messages=18",
+                "--max-retained-bytes=19",
+                "--max-retained-per-client=20",
+                "--max-persistent-sessions=21",
+                "--max-inflight-qos2=22",
                 "--log-level=trace",
                 "--data-dir=d",
                 "--node-id=4",
@@ -545,6 +572,14 @@ mod tests {
                 jwt_algorithm: broker_core::JwtAlgorithm::RS256,
                 jwt_username_claim: "device".into(),
                 acl: Vec::new(),
+                max_subscriptions_per_session: 15,
+                max_topic_length: 16,
+                max_topic_levels: 17,
+                max_retained_messages: 18,
+                max_retained_bytes: 19,
+                max_retained_per_client: 20,
+                max_persistent_sessions: 21,
+                max_inflight_qos2: 22,
             },
         };
         assert_eq!(settings, expected);
