@@ -62,6 +62,26 @@ impl Secret {
         Secret(Vec::new())
     }
 
+    /// The secret's text, to send where it is a bearer token (never the cluster secret).
+    pub fn expose(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+
+    /// Whether `other` is this secret, compared in constant time (an HMAC under a
+    /// fresh random key of each, checked with `verify_slice`), e.g. an admin token.
+    pub fn matches(&self, other: &[u8]) -> bool {
+        let Ok(key) = nonce() else {
+            return false;
+        };
+        let digest = |bytes: &[u8]| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key size");
+            mac.update(bytes);
+            mac
+        };
+        let expected = digest(&self.0).finalize().into_bytes();
+        digest(other).verify_slice(&expected).is_ok()
+    }
+
     /// Whether this is [`Secret::none`].
     pub(crate) fn is_none(&self) -> bool {
         self.0.is_empty()

@@ -26,7 +26,7 @@ use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::Cli;
-use crate::config::Settings;
+use crate::config::{Secrets, Settings};
 
 /// mimalloc rather than glibc's malloc: 21% fewer instructions per delivered message
 /// (callgrind, QoS 0 4 -> 4: 2,057 against 2,612), for about 0.5 KiB more per idle
@@ -55,6 +55,10 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(e) => return fail(EXIT_USAGE, e),
     };
+    let secrets = match Secrets::load(&settings.cluster, |var| std::env::var(var).ok()) {
+        Ok(secrets) => secrets,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
     if let Err(e) = init_tracing(settings.log_level) {
         return fail(EXIT_USAGE, e);
     }
@@ -73,7 +77,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.enable_all().build() {
-        Ok(runtime) => runtime.block_on(server::serve(settings)),
+        Ok(runtime) => runtime.block_on(server::serve(settings, secrets)),
         Err(e) => fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     }
 }
