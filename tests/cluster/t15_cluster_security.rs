@@ -12,7 +12,9 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::cluster::{free_addrs, http_post, members_of, Cluster, CLUSTER_TIMEOUT};
+use crate::support::cluster::{
+    free_addrs, http_get, http_post, members_of, Cluster, CLUSTER_TIMEOUT, POLL,
+};
 use crate::support::run_raftmq;
 
 /// `Request::Remove { id: 3 }` as a frame: length 2, variant 5, id 3.
@@ -283,4 +285,89 @@ async fn join_without_a_secret_is_refused() {
         !std::path::Path::new(&data_dir).exists(),
         "refused before any state"
     );
+}
+
+/// A node started with no secret, SIGKILLed on drop.
+struct Unsecured {
+    child: std::process::Child,
+    cluster: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Unsecured {
+    /// MQTT and HTTP on 127.0.0.1, the cluster port on every address.
+    async fn start() -> Unsecured {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let [mqtt, cluster, http] = free_addrs("127.0.0.1".parse().unwrap());
+        let wildcard = SocketAddr::from(([0, 0, 0, 0], cluster.port()));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_raftmq"))
+            .args([
+                "--mqtt-addr",
+                &mqtt.to_string(),
+                "--http-addr",
+                &http.to_string(),
+            ])
+            .args(["--cluster-addr", &wildcard.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn raftmq");
+        let node = Unsecured {
+            child,
+            cluster,
+            _dir: dir,
+        };
+        crate::support::wait_until("the node to be ready", CLUSTER_TIMEOUT, POLL, || async {
+            matches!(http_get(http, "/ready").await, Ok((200, _)))
+        })
+        .await;
+        node
+    }
+}
+
+impl Drop for Unsecured {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// This machine's address on its default route, if it has one that is not loopback.
+fn outside_ip() -> Option<std::net::IpAddr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    probe.connect("10.255.255.255:9").ok()?; // no packet is sent
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// Without a secret: a loopback peer still goes through the handshake (with the
+/// well-known empty key), so a raw frame is not decoded; any other peer is closed on.
+#[tokio::test]
+async fn without_a_secret_only_loopback_peers_talk() {
+    let node = Unsecured::start().await;
+    let mut raw = dial(node.cluster).await;
+    raw.write_all(&REMOVE_3).await.unwrap();
+    assert!(closed_by_node(&mut raw).await);
+
+    let mut s = dial(node.cluster).await;
+    let local = Dialer::new(b"", 3);
+    let (server, ok) = local.start(&mut s).await;
+    assert!(ok, "the well-known key");
+    s.write_all(&local.finish(&server)).await.unwrap();
+    s.write_all(&[0, 0, 0, 2, 5, 99]).await.unwrap();
+    let len = tokio::time::timeout(CLOSE, s.read_u32()).await;
+    assert!(matches!(len, Ok(Ok(n)) if n > 0), "no answer: {len:?}");
+
+    let Some(ip) = outside_ip() else {
+        eprintln!("skipped the outside peer: no non-loopback address");
+        return;
+    };
+    let mut outside = dial(SocketAddr::new(ip, node.cluster.port())).await;
+    let _ = outside.write_all(&local.hello()).await;
+    let mut buf = [0; 1];
+    let got = tokio::time::timeout(CLOSE, outside.read(&mut buf)).await;
+    assert!(matches!(got, Ok(Ok(0) | Err(_))), "{ip}: {got:?}");
 }
