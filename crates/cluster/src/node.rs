@@ -719,7 +719,14 @@ async fn serve(node: Arc<Node>, listener: TcpListener) {
 
 async fn connection(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     if let Err(e) = handshake::accept(&mut stream, network::secret()).await {
-        REFUSALS.warn(format_args!("cluster connection from {peer} refused: {e}"));
+        use std::io::ErrorKind::{PermissionDenied, TimedOut};
+        match e.kind() {
+            PermissionDenied | TimedOut => {
+                REFUSALS.warn(format_args!("cluster connection from {peer} refused: {e}"))
+            }
+            // A peer (or a port scan) that hung up or reset mid-handshake.
+            _ => tracing::debug!(%peer, "cluster handshake failed: {e}"),
+        }
         return;
     }
     loop {
