@@ -95,7 +95,9 @@ start_node() { # run id [join-address]
         --mqtt-addr "$ip:$MQTT_PORT" --cluster-addr "$ip:$CLUSTER_PORT"
         --http-addr "$ip:$HTTP_PORT")
     [ -z "$join" ] || args+=(--join "$join")
-    "$RAFTMQ" "${args[@]}" >"$OUT/run$run-node$id.log" 2>&1 &
+    # The nodes of a cluster share a secret (a node without one refuses --join).
+    RAFTMQ_CLUSTER_SECRET=${RAFTMQ_CLUSTER_SECRET:-bench-cluster-secret-0123456789} \
+        "$RAFTMQ" "${args[@]}" >"$OUT/run$run-node$id.log" 2>&1 &
     PID[$id]=$!
 }
 

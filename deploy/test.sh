@@ -27,6 +27,7 @@ say() { echo "deploy test: $*"; }
 
 docker info >/dev/null 2>&1 || die "no Docker engine answers 'docker info'"
 [ ${#COMPOSE_CMD[@]} -gt 0 ] || die "neither 'docker compose' nor 'docker-compose' works"
+load_secrets
 say "using ${COMPOSE_CMD[*]} ($("${COMPOSE_CMD[@]}" version --short 2>/dev/null || true))"
 
 # ---- prerequisites -------------------------------------------------------------

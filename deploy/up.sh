@@ -3,8 +3,9 @@
 #
 # Builds the release binary and the image (deploy/build.sh), then
 # `docker compose up -d` with deploy/docker-compose.yml, and waits (at most 90 s)
-# until the three nodes are ready. MQTT on 127.0.0.1:1883, 1884, 1885; HTTP on
-# 127.0.0.1:8080, 8081, 8082. Stop with `deploy/down.sh` (add -v to drop the data).
+# until the three nodes are ready. The cluster secret and admin token are generated
+# once into deploy/secrets/ (lib.sh, load_secrets). MQTT on 127.0.0.1:1883, 1884,
+# 1885; HTTP on 127.0.0.1:8080, 8081, 8082. Stop with `deploy/down.sh` (add -v to drop the data).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -33,4 +34,5 @@ raftmq cluster ready:
   MQTT  127.0.0.1:${RAFTMQ_MQTT_PORT_1:-1883} (node1)  127.0.0.1:${RAFTMQ_MQTT_PORT_2:-1884} (node2)  127.0.0.1:${RAFTMQ_MQTT_PORT_3:-1885} (node3)
   HTTP  http://127.0.0.1:${RAFTMQ_HTTP_PORT_1:-8080}/cluster  (8081, 8082: the other nodes)
   logs  docker logs -f raftmq-node1        stop  deploy/down.sh [-v]
+  admin token  deploy/secrets/admin.token (curl -H "Authorization: Bearer \$(cat deploy/secrets/admin.token)" -X POST ...)
 INFO

@@ -30,8 +30,17 @@ async fn fourth_node_joins_then_is_removed() {
     drop(sub);
 
     let http = c.node(1).http.to_string();
+    let token = c.token_file().display().to_string();
     let out = c.run(
-        &["cluster", "remove", "4", "--http", &http],
+        &[
+            "cluster",
+            "remove",
+            "4",
+            "--http",
+            &http,
+            "--admin-token-file",
+            &token,
+        ],
         Duration::from_secs(30),
     );
     assert!(

@@ -37,6 +37,7 @@ async fn duplicate_node_id_is_refused() {
     let [mqtt, cluster, http] = free_addrs(c.ip(3)).map(|a| a.to_string());
     let data_dir = c.dir().join("impostor").display().to_string();
     let join = c.node(1).cluster.to_string();
+    let secret = c.secret_file().display().to_string();
     let out = run_raftmq(
         &[
             "--node-id",
@@ -51,6 +52,8 @@ async fn duplicate_node_id_is_refused() {
             &data_dir,
             "--join",
             &join,
+            "--cluster-secret-file",
+            &secret,
         ],
         REFUSAL,
     );
@@ -77,6 +80,8 @@ async fn duplicate_node_id_is_refused() {
 async fn join_with_nothing_listening_gives_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data").display().to_string();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a cluster secret of 32 bytes....").expect("secret file");
     let extra = [
         "--node-id",
         "5",
@@ -84,6 +89,8 @@ async fn join_with_nothing_listening_gives_up() {
         "127.0.0.1:1",
         "--join-timeout-secs",
         "3",
+        "--cluster-secret-file",
+        secret.to_str().expect("utf-8 path"),
     ];
     let out = run_raftmq(&args(&data_dir, &extra), REFUSAL);
     assert!(!out.status.success(), "{}", stderr(&out));

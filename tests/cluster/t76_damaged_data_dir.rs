@@ -80,8 +80,17 @@ async fn a_damaged_follower_refuses_then_rejoins() {
         assert_refused(&mut c, victim, "bytes overwritten in the log").await;
         // README, "Recovering a damaged node".
         let http = c.node(leader).http.to_string();
+        let token = c.token_file().display().to_string();
         let out = c.run(
-            &["cluster", "remove", &victim.to_string(), "--http", &http],
+            &[
+                "cluster",
+                "remove",
+                &victim.to_string(),
+                "--http",
+                &http,
+                "--admin-token-file",
+                &token,
+            ],
             Duration::from_secs(30),
         );
         assert!(

@@ -162,8 +162,17 @@ async fn removed_leader_is_replaced() {
     let old = c.wait_leader().await;
     let rest: Vec<u64> = c.ids().into_iter().filter(|&i| i != old).collect();
     let http = c.node(rest[0]).http.to_string();
+    let token = c.token_file().display().to_string();
     let out = c.run(
-        &["cluster", "remove", &old.to_string(), "--http", &http],
+        &[
+            "cluster",
+            "remove",
+            &old.to_string(),
+            "--http",
+            &http,
+            "--admin-token-file",
+            &token,
+        ],
         Duration::from_secs(30),
     );
     assert!(

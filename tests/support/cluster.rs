@@ -18,6 +18,10 @@
 //! filesystem (tests/powerfs): [`Cluster::power_loss`] kills the nodes and drops every
 //! write they had not fsynced, as a power cut does.
 //!
+//! Every node gets the cluster's secret (`--cluster-secret-file`, [`Cluster::secret_file`])
+//! and admin token (`--admin-token-file`, [`Cluster::token_file`]), written once in its
+//! temp dir: `raftmq cluster leave|remove` needs `--admin-token-file` too.
+//!
 //! All nodes' stderr go to `<tempdir>/node-i.log` (appended across restarts). When the
 //! test panics, the tail of every log is printed and the temp dir is kept.
 //! `RAFTMQ_TEST_LOG` (default `debug`) is the nodes' `--log-level`.
@@ -50,6 +54,9 @@ const LOG_TAIL: usize = 150;
 pub const PROBE: &[u8] = b"probe";
 
 static NEXT_CLUSTER: AtomicU8 = AtomicU8::new(0);
+/// In the cluster's temp dir: the cluster secret and the admin token of its nodes.
+const SECRET_FILE: &str = "cluster.secret";
+const TOKEN_FILE: &str = "admin.token";
 /// Debian's libfaketime (package `libfaketime`).
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
@@ -75,6 +82,9 @@ pub struct Node {
     clock: Option<PathBuf>,
     /// Set in the node's environment after the harness's own variables.
     env: Vec<(String, String)>,
+    /// `--cluster-secret-file` and `--admin-token-file`.
+    secret_file: PathBuf,
+    token_file: PathBuf,
 }
 
 impl Node {
@@ -121,6 +131,10 @@ impl Node {
             self.data_dir.display().to_string(),
             "--log-level".into(),
             log_level,
+            "--cluster-secret-file".into(),
+            self.secret_file.display().to_string(),
+            "--admin-token-file".into(),
+            self.token_file.display().to_string(),
         ];
         if !self.join.is_empty() {
             let join: Vec<String> = self.join.iter().map(|a| a.to_string()).collect();
@@ -297,8 +311,13 @@ impl Cluster {
     /// A cluster with no nodes yet: its temp dir and IP block.
     pub fn empty() -> Cluster {
         let net = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret = format!("cluster {net} secret, pid {}\n", std::process::id());
+        std::fs::write(dir.path().join(SECRET_FILE), secret).expect("secret file");
+        let token = format!("cluster {net} admin token\n");
+        std::fs::write(dir.path().join(TOKEN_FILE), token).expect("token file");
         Cluster {
-            dir: Some(tempfile::tempdir().expect("temp dir")),
+            dir: Some(dir),
             net,
             nodes: Vec::new(),
             faults: Faults::new(net),
@@ -310,6 +329,16 @@ impl Cluster {
 
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().expect("temp dir").path()
+    }
+
+    /// The file holding the cluster secret every node is started with.
+    pub fn secret_file(&self) -> PathBuf {
+        self.dir().join(SECRET_FILE)
+    }
+
+    /// The file holding the admin token every node is started with.
+    pub fn token_file(&self) -> PathBuf {
+        self.dir().join(TOKEN_FILE)
     }
 
     /// The IP that node `id` has, or would have.
@@ -380,6 +409,8 @@ impl Cluster {
             disk,
             clock,
             env: self.env.clone(),
+            secret_file: self.secret_file(),
+            token_file: self.token_file(),
         };
         self.nodes.push(node);
     }
@@ -441,6 +472,12 @@ impl Cluster {
         self.node_mut(id).kill();
     }
 
+    /// The process id of running node `id`.
+    pub fn pid(&self, id: u64) -> u32 {
+        let pid = self.node(id).child().as_ref().map(|c| c.id());
+        pid.unwrap_or_else(|| panic!("node {id} is not running"))
+    }
+
     /// SIGSTOP: the process stops, its sockets stay open (a stalled VM, a GC pause).
     pub fn pause(&self, id: u64) {
         self.signal(id, libc::SIGSTOP);
@@ -452,8 +489,7 @@ impl Cluster {
     }
 
     fn signal(&self, id: u64, signal: libc::c_int) {
-        let pid = self.node(id).child().as_ref().map(|c| c.id());
-        let pid = pid.unwrap_or_else(|| panic!("node {id} is not running"));
+        let pid = self.pid(id);
         // SAFETY: kill(2) on a child process we started and have not reaped.
         let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
         assert_eq!(
@@ -749,6 +785,39 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Str
             .body_mut()
             .read_to_string()
             .map_err(|e| format!("GET {url}: {e}"))?;
+        Ok((code, body))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// `POST http://addr/path`, with `Authorization: Bearer token` when given: the status
+/// code and body.
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
+    let url = format!("http://{addr}{path}");
+    let token = token.map(|t| format!("Bearer {t}"));
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(HTTP_TIMEOUT))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut request = agent.post(&url);
+        if let Some(token) = token {
+            request = request.header("Authorization", token);
+        }
+        let mut response = request
+            .send_empty()
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        let code = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("POST {url}: {e}"))?;
         Ok((code, body))
     })
     .await

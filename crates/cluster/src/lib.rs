@@ -3,6 +3,7 @@
 //!
 //! - `types`: the Raft type configuration, node addresses, and the replicated app state
 //!   (broker-core's `replicated::State`, plus the engine observing it).
+//! - `handshake`: mutual authentication of a cluster connection (the cluster secret).
 //! - `network`: the node-to-node transport (frames, requests, openraft's client side).
 //! - `failover`: quorum watch, dead-node detection, wills of dead nodes' clients,
 //!   session expiry (leader-driven, through Raft).
@@ -12,11 +13,13 @@
 //!   transport server, membership changes and status.
 
 mod failover;
+mod handshake;
 mod network;
 mod node;
 mod prevote;
 mod types;
 
 pub use failover::Events;
+pub use handshake::Secret;
 pub use node::{Node, NodeStatus, Settings, StartError, Status};
 pub use types::NodeInfo;

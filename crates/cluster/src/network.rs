@@ -2,6 +2,9 @@
 //! bincode-2 (serde) encoding of a [`Request`] or [`Response`]. Requests are answered in
 //! order on their connection, except `Forward`, which has no answer (the direct path is
 //! fire-and-forget). A frame that fails to decode closes that connection only.
+//!
+//! Every connection starts with the `handshake`: no frame is read from a peer, and no
+//! length trusted, before it has proved it knows the cluster secret.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::handshake::{self, Quiet, Secret};
 use crate::types::{Cmd, NodeInfo, Resp, TypeConfig};
 
 /// Largest frame read: a snapshot chunk (3 MiB by default) or a batch of entries, with room.
@@ -131,7 +135,36 @@ pub fn set_source_ip(ip: IpAddr) {
     }
 }
 
+/// The cluster secret of this process, set once at start-up like [`SOURCE_IP`]: every
+/// dialer (Raft RPCs, proposals, forwards, joins) and the listener use it.
+static SECRET: OnceLock<Secret> = OnceLock::new();
+
+/// Sets the cluster secret (once, at start-up); `None` leaves the well-known key of a
+/// node without a secret, which `node::serve` only accepts from loopback.
+pub fn set_secret(secret: Option<Secret>) {
+    let _ = SECRET.set(secret.unwrap_or_else(Secret::none));
+}
+
+pub(crate) fn secret() -> &'static Secret {
+    SECRET.get_or_init(Secret::none)
+}
+
+/// Peers we dialled that failed the handshake.
+static DIAL_REFUSALS: Quiet = Quiet::new();
+
+/// Opens an authenticated connection to `addr`: TCP, then the handshake.
 pub async fn connect(addr: &str) -> io::Result<TcpStream> {
+    let mut stream = open(addr).await?;
+    if let Err(e) = handshake::dial(&mut stream, secret()).await {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            DIAL_REFUSALS.warn(format_args!("cluster peer {addr} refused: {e}"));
+        }
+        return Err(e);
+    }
+    Ok(stream)
+}
+
+async fn open(addr: &str) -> io::Result<TcpStream> {
     let open = async {
         let Some(ip) = SOURCE_IP.get() else {
             return TcpStream::connect(addr).await;

@@ -2,6 +2,7 @@
 //! proposer (group commit), membership (bootstrap, join, remove) and status.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::failover;
 use crate::failover::{Counters, Events};
+use crate::handshake::{self, Quiet, Secret};
 use crate::network::{self, Contacts, LeaderError, Network, Peer, Request, Response};
 use crate::prevote::{self, ElectionClock};
 use crate::types::{App, Cmd, LogStore, NodeInfo, Raft, Resp, StateMachineStore};
@@ -63,6 +65,9 @@ pub struct Settings {
     /// Members to ask to let us in, when we have no state yet.
     pub join: Vec<String>,
     pub join_timeout: Duration,
+    /// What peers must prove they know (`handshake`). Without one, the transport
+    /// accepts only loopback peers.
+    pub secret: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +190,7 @@ impl Node {
         if let Ok(local) = s.listener.local_addr() {
             network::set_source_ip(local.ip());
         }
+        network::set_secret(s.secret);
         let (log, sm) = persistence::open::<_, App>(&s.data_dir).map_err(StartError::Storage)?;
         let committed = log.committed_index();
         let contacts = Arc::new(Contacts::default());
@@ -683,13 +689,25 @@ async fn write(
     Ok(resp)
 }
 
-/// The transport server: one task per connection.
+/// Cluster connections refused (handshake failed, or not loopback without a secret).
+static REFUSALS: Quiet = Quiet::new();
+
+/// The transport server: one task per connection. Without a cluster secret, only
+/// loopback peers are let in (to the handshake, with the well-known key).
 async fn serve(node: Arc<Node>, listener: TcpListener) {
+    let loopback_only = network::secret().is_none();
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                if loopback_only && !peer.ip().to_canonical().is_loopback() {
+                    REFUSALS.warn(format_args!(
+                        "cluster connection from {peer} refused: no cluster secret is set, \
+                         so only loopback peers are accepted"
+                    ));
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(connection(node.clone(), stream));
+                tokio::spawn(connection(node.clone(), stream, peer));
             }
             Err(e) => {
                 tracing::warn!("cluster accept failed: {e}");
@@ -699,14 +717,24 @@ async fn serve(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
-async fn connection(node: Arc<Node>, mut stream: TcpStream) {
-    let peer = stream.peer_addr().ok();
+async fn connection(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
+    if let Err(e) = handshake::accept(&mut stream, network::secret()).await {
+        use std::io::ErrorKind::{PermissionDenied, TimedOut};
+        match e.kind() {
+            PermissionDenied | TimedOut => {
+                REFUSALS.warn(format_args!("cluster connection from {peer} refused: {e}"))
+            }
+            // A peer (or a port scan) that hung up or reset mid-handshake.
+            _ => tracing::debug!(%peer, "cluster handshake failed: {e}"),
+        }
+        return;
+    }
     loop {
         let req: Request = match network::read_frame(&mut stream).await {
             Ok(req) => req,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return,
             Err(e) => {
-                tracing::warn!(?peer, "cluster connection closed: {e}");
+                tracing::warn!(%peer, "cluster connection closed: {e}");
                 return;
             }
         };
@@ -745,7 +773,7 @@ async fn connection(node: Arc<Node>, mut stream: TcpStream) {
             }
         };
         if let Err(e) = network::write_frame(&mut stream, &resp).await {
-            tracing::debug!(?peer, "cluster connection lost: {e}");
+            tracing::debug!(%peer, "cluster connection lost: {e}");
             return;
         }
     }

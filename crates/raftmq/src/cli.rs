@@ -83,6 +83,19 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<SocketAddr>,
 
+    /// File holding the cluster secret (16 bytes or more, e.g. `openssl rand -hex 32`),
+    /// the same on every node; RAFTMQ_CLUSTER_SECRET may hold the secret itself instead.
+    /// Without one the node refuses --join and accepts loopback peers only [default:
+    /// none].
+    #[arg(long, value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+
+    /// File holding the bearer token that POST /cluster/... requests must send (16 bytes
+    /// or more); RAFTMQ_ADMIN_TOKEN may hold the token itself instead. Without one those
+    /// requests are refused [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
     /// Address of the MQTT over TCP listener [default: 0.0.0.0:1883].
     #[arg(long, value_name = "ADDR")]
     pub mqtt_addr: Option<SocketAddr>,
@@ -290,6 +303,10 @@ pub struct NodeEndpoint {
     #[arg(long = "http", value_name = "HOST:PORT", default_value = "127.0.0.1:8080",
           value_parser = parse_host_port)]
     pub http: String,
+    /// File holding the node's admin token, sent with leave and remove (the node's
+    /// --admin-token-file); RAFTMQ_ADMIN_TOKEN may hold the token itself instead.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 fn parse_host_port(s: &str) -> Result<String, String> {

@@ -56,6 +56,14 @@ pub struct ClusterSettings {
     pub join_timeout_secs: u64,
     /// Listener of the HTTP API (health, readiness, cluster status and membership).
     pub http_addr: SocketAddr,
+    /// File holding the cluster secret every node must prove it knows (`Secrets`).
+    /// `None` (and no `RAFTMQ_CLUSTER_SECRET`): no `join`, and loopback peers only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// File holding the bearer token of the HTTP endpoints that change the cluster.
+    /// `None` (and no `RAFTMQ_ADMIN_TOKEN`): those endpoints refuse every request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// The node id of a node started without `--node-id` (and without `--join`).
@@ -70,24 +78,28 @@ impl Default for ClusterSettings {
             join: Vec::new(),
             join_timeout_secs: 60,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            cluster_secret_file: None,
+            admin_token_file: None,
         }
     }
 }
 
 /// The cluster's keys, taken out of the file's flat table before the engine's are read.
-const CLUSTER_KEYS: [&str; 6] = [
+const CLUSTER_KEYS: [&str; 8] = [
     "node_id",
     "cluster_addr",
     "advertise_addr",
     "join",
     "join_timeout_secs",
     "http_addr",
+    "cluster_secret_file",
+    "admin_token_file",
 ];
 
 /// Settings without a default value: absent from the printed file (TOML has no null),
 /// which shows them as these commented lines instead, each before the line of the
 /// key it is grouped with.
-const UNSET_EXAMPLES: [(&str, &str, &str); 11] = [
+const UNSET_EXAMPLES: [(&str, &str, &str); 13] = [
     (
         "node_id",
         "cluster_addr",
@@ -144,6 +156,16 @@ const UNSET_EXAMPLES: [(&str, &str, &str); 11] = [
         "jwt_algorithm",
         "# jwt_key_file = \"/etc/raftmq/jwt.key\" # default: none",
     ),
+    (
+        "cluster_secret_file",
+        "cluster_addr",
+        "# cluster_secret_file = \"/etc/raftmq/cluster.secret\" # required with join",
+    ),
+    (
+        "admin_token_file",
+        "cluster_addr",
+        "# admin_token_file = \"/etc/raftmq/admin.token\" # for POST /cluster/...",
+    ),
 ];
 
 impl ClusterSettings {
@@ -192,6 +214,79 @@ pub fn check_host_port(addr: &str) -> Result<(), String> {
         Ok(0) | Err(_) => Err(bad("the port must be 1 to 65535")),
         Ok(_) => Ok(()),
     }
+}
+
+/// The environment variable holding the cluster secret itself (for containers).
+pub const SECRET_ENV: &str = "RAFTMQ_CLUSTER_SECRET";
+/// The environment variable holding the admin token itself.
+pub const TOKEN_ENV: &str = "RAFTMQ_ADMIN_TOKEN";
+
+/// The secrets named by the settings, read once at start-up. Kept out of [`Settings`]
+/// so that the settings can be printed and compared without them.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    /// What peers prove they know; `None`: loopback peers only, no `join`.
+    pub cluster: Option<cluster::Secret>,
+    /// The bearer token of the admin endpoints; `None`: they refuse every request.
+    pub admin_token: Option<cluster::Secret>,
+}
+
+impl Secrets {
+    /// Reads the secret files (or the environment) that `c` names; refuses a `join`
+    /// without a cluster secret.
+    pub fn load(c: &ClusterSettings, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let cluster = read_secret(
+            "cluster_secret_file",
+            c.cluster_secret_file.as_deref(),
+            SECRET_ENV,
+            env(SECRET_ENV),
+        )?;
+        let admin_token = read_secret(
+            "admin_token_file",
+            c.admin_token_file.as_deref(),
+            TOKEN_ENV,
+            env(TOKEN_ENV),
+        )?;
+        if cluster.is_none() && !c.join.is_empty() {
+            return Err(format!(
+                "join: needs a cluster secret, the same on every node: \
+                 --cluster-secret-file FILE (or {SECRET_ENV}); e.g. `openssl rand -hex 32 > FILE`"
+            ));
+        }
+        Ok(Secrets {
+            cluster,
+            admin_token,
+        })
+    }
+}
+
+/// A secret from `file` or from the environment variable `var` (`value`), trimmed: at
+/// most one of the two, and at least `cluster::Secret`'s minimum length.
+pub fn read_secret(
+    key: &str,
+    file: Option<&Path>,
+    var: &str,
+    value: Option<String>,
+) -> Result<Option<cluster::Secret>, String> {
+    let (text, from) = match (file, value) {
+        (Some(_), Some(_)) => {
+            return Err(format!("{key}: {var} is set too; give one of the two"));
+        }
+        (Some(path), None) => {
+            let text = fs::read_to_string(path)
+                .map_err(|e| format!("{key} {}: cannot read: {e}", path.display()))?;
+            (text, format!("{key} {}", path.display()))
+        }
+        (None, Some(value)) => (value, var.to_string()),
+        (None, None) => return Ok(None),
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("{from}: empty"));
+    }
+    cluster::Secret::new(text)
+        .map(Some)
+        .map_err(|e| format!("{from}: {e}"))
 }
 
 /// The file's shape when written out: the binary's keys first, then the engine's, flat.
@@ -291,6 +386,8 @@ impl Settings {
             join,
             join_timeout_secs,
             http_addr,
+            cluster_secret_file,
+            admin_token_file,
             mqtt_addr,
             tls_addr,
             ws_addr,
@@ -334,6 +431,8 @@ impl Settings {
         set(&mut cluster.join, join);
         set(&mut cluster.join_timeout_secs, join_timeout_secs);
         set(&mut cluster.http_addr, http_addr);
+        set_optional(&mut cluster.cluster_secret_file, cluster_secret_file);
+        set_optional(&mut cluster.admin_token_file, admin_token_file);
         set(&mut engine.mqtt_addr, mqtt_addr);
         set_optional(&mut engine.tls_addr, tls_addr);
         set_optional(&mut engine.ws_addr, ws_addr);
@@ -532,6 +631,8 @@ mod tests {
                 "--jwt-key-file=k",
                 "--jwt-algorithm=RS256",
                 "--jwt-username-claim=device",
+                "--cluster-secret-file=/s",
+                "--admin-token-file=/t",
             ],
         )
         .unwrap();
@@ -545,6 +646,8 @@ mod tests {
                 join: vec!["raftmq-1:7000".into(), "raftmq-2:7000".into()],
                 join_timeout_secs: 5,
                 http_addr: "127.0.0.4:8084".parse().unwrap(),
+                cluster_secret_file: Some("/s".into()),
+                admin_token_file: Some("/t".into()),
             },
             engine: Config {
                 mqtt_addr: "127.0.0.1:1999".parse().unwrap(),
@@ -794,6 +897,74 @@ mod tests {
             assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
         }
         assert!(merge("node_id = 1\nadvertise_addr = \"h:1\"", &[]).is_ok());
+    }
+
+    fn secrets(file: &str, env: &[(&str, &str)]) -> Result<Secrets, String> {
+        let settings = merge(file, &[])?;
+        Secrets::load(&settings.cluster, |var| {
+            env.iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn secrets_come_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        fs::write(&good, "  0123456789abcdef0123\n").unwrap();
+        let file = format!(
+            "cluster_secret_file = {:?}\nadmin_token_file = {:?}",
+            good, good
+        );
+        let s = secrets(&file, &[]).unwrap();
+        assert_eq!(
+            s.cluster,
+            Some(cluster::Secret::new("0123456789abcdef0123").unwrap())
+        );
+        assert_eq!(s.admin_token, s.cluster, "trimmed");
+        let env = [
+            (SECRET_ENV, "from-the-environment!"),
+            (TOKEN_ENV, "token-from-env-0123"),
+        ];
+        let s = secrets("", &env).unwrap();
+        assert!(s.cluster.unwrap().matches(b"from-the-environment!"));
+        assert!(s.admin_token.unwrap().matches(b"token-from-env-0123"));
+        let s = secrets("", &[]).unwrap();
+        assert!(s.cluster.is_none() && s.admin_token.is_none());
+    }
+
+    #[test]
+    fn bad_secrets_are_refused_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        fs::write(&short, "0123456789abcde\n").unwrap();
+        let empty = dir.path().join("empty");
+        fs::write(&empty, " \n").unwrap();
+        let missing = dir.path().join("missing");
+        let at = |key: &str, path: &Path| format!("{key} = {path:?}");
+        let cases = [
+            (at("cluster_secret_file", &short), "too short (15 bytes"),
+            (at("cluster_secret_file", &empty), ": empty"),
+            (at("cluster_secret_file", &missing), ": cannot read: "),
+            (at("admin_token_file", &short), "too short (15 bytes"),
+            (
+                "node_id = 2\njoin = [\"h:1\"]".into(),
+                "join: needs a cluster secret",
+            ),
+        ];
+        for (file, expected) in cases {
+            let err = secrets(&file, &[]).unwrap_err();
+            assert!(err.contains(expected), "{file}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let err = secrets("", &[(SECRET_ENV, "short")]).unwrap_err();
+        assert!(err.starts_with("RAFTMQ_CLUSTER_SECRET: too short"), "{err}");
+        let both = at("cluster_secret_file", &short);
+        let err = secrets(&both, &[(SECRET_ENV, "0123456789abcdef")]).unwrap_err();
+        assert!(err.contains("give one of the two"), "{err}");
+        let env = [(SECRET_ENV, "0123456789abcdef")];
+        assert!(secrets("node_id = 2\njoin = [\"h:1\"]", &env).is_ok());
     }
 
     #[test]

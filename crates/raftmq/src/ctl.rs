@@ -7,6 +7,7 @@ use std::time::Duration;
 use cluster::{NodeStatus, Status};
 
 use crate::cli::ClusterAction;
+use crate::config::{read_secret, TOKEN_ENV};
 
 /// Runs a subcommand: its output on stdout, or `raftmq: error: …` on stderr and status 1.
 pub fn run(action: &ClusterAction) -> ExitCode {
@@ -25,9 +26,15 @@ pub fn run(action: &ClusterAction) -> ExitCode {
 /// The text to print, newline-terminated.
 fn execute(action: &ClusterAction) -> Result<String, String> {
     let node = &action.node().http;
+    // Read for the requests that need it only: `status` works without one.
+    let token = || {
+        let file = action.node().admin_token_file.as_deref();
+        let env = std::env::var(TOKEN_ENV).ok();
+        read_secret("admin_token_file", file, TOKEN_ENV, env)
+    };
     match action {
         ClusterAction::Status { json, .. } => {
-            let body = request(node, "GET", "/cluster")?;
+            let body = request(node, "GET", "/cluster", None)?;
             if *json {
                 return Ok(format!("{}\n", body.trim_end()));
             }
@@ -36,11 +43,12 @@ fn execute(action: &ClusterAction) -> Result<String, String> {
             Ok(status_table(&status))
         }
         ClusterAction::Leave { .. } => {
-            request(node, "POST", "/cluster/leave")?;
+            request(node, "POST", "/cluster/leave", token()?)?;
             Ok(format!("node at {node} left the cluster\n"))
         }
         ClusterAction::Remove { id, .. } => {
-            request(node, "POST", &format!("/cluster/remove/{id}"))?;
+            let path = format!("/cluster/remove/{id}");
+            request(node, "POST", &path, token()?)?;
             Ok(format!(
                 "node {id} removed from the cluster (asked {node})\n"
             ))
@@ -53,8 +61,14 @@ fn execute(action: &ClusterAction) -> Result<String, String> {
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The body of a 2xx answer. Anything else becomes one line saying which node failed
-/// and why, using the `{"error": …}` the API sends when there is one.
-fn request(node: &str, method: &str, path: &str) -> Result<String, String> {
+/// and why, using the `{"error": …}` the API sends when there is one. `token` goes as
+/// `Authorization: Bearer`.
+fn request(
+    node: &str,
+    method: &str,
+    path: &str,
+    token: Option<cluster::Secret>,
+) -> Result<String, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(5)))
@@ -66,7 +80,13 @@ fn request(node: &str, method: &str, path: &str) -> Result<String, String> {
         .into();
     let url = format!("http://{node}{path}");
     let sent = match method {
-        "POST" => agent.post(&url).send_empty(),
+        "POST" => {
+            let mut post = agent.post(&url);
+            if let Some(token) = &token {
+                post = post.header("Authorization", format!("Bearer {}", token.expose()));
+            }
+            post.send_empty()
+        }
         _ => agent.get(&url).call(),
     };
     let mut response = sent.map_err(|e| unreachable_node(node, e))?;
@@ -145,8 +165,15 @@ fn status_table(status: &Status) -> String {
 mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
-    use crate::http::fake::Server;
+    use crate::http::fake::{Server, TOKEN};
     use clap::Parser;
+
+    /// A file holding `token`, removed on drop.
+    fn token_file(token: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes()).unwrap();
+        file
+    }
 
     fn action(args: &[&str]) -> ClusterAction {
         let cli = Cli::try_parse_from(["raftmq", "cluster"].iter().chain(args)).unwrap();
@@ -201,9 +228,25 @@ id  role     cluster_addr    mqtt_addr       http_addr
     fn leave_and_remove_confirm_on_one_line() {
         let server = Server::start();
         let http = server.addr.to_string();
-        let left = execute(&action(&["leave", "--http", &http])).unwrap();
-        assert_eq!(left, format!("node at {http} left the cluster\n"));
-        let removed = execute(&action(&["remove", "2", "--http", &http])).unwrap();
+        let file = token_file(TOKEN);
+        let token = file.path().to_str().unwrap();
+        let left = execute(&action(&[
+            "leave",
+            "--http",
+            &http,
+            "--admin-token-file",
+            token,
+        ]));
+        assert_eq!(left.unwrap(), format!("node at {http} left the cluster\n"));
+        let removed = execute(&action(&[
+            "remove",
+            "2",
+            "--http",
+            &http,
+            "--admin-token-file",
+            token,
+        ]))
+        .unwrap();
         assert!(removed.starts_with("node 2 removed"), "{removed}");
         assert_eq!(*server.control.calls.lock().unwrap(), ["leave", "remove 2"]);
     }
@@ -212,7 +255,10 @@ id  role     cluster_addr    mqtt_addr       http_addr
     fn failures_say_which_node_and_why() {
         let server = Server::start();
         let http = server.addr.to_string();
-        let err = execute(&action(&["remove", "9", "--http", &http])).unwrap_err();
+        let file = token_file(TOKEN);
+        let token = file.path().to_str().unwrap();
+        let remove_9 = ["remove", "9", "--http", &http, "--admin-token-file", token];
+        let err = execute(&action(&remove_9)).unwrap_err();
         assert_eq!(
             err,
             format!("node at {http} answered 500 Internal Server Error: node 9 is not a member")
@@ -224,6 +270,27 @@ id  role     cluster_addr    mqtt_addr       http_addr
             "{err}"
         );
         assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn a_wrong_or_missing_token_is_reported() {
+        let server = Server::start();
+        let http = server.addr.to_string();
+        let file = token_file("another-token-0123456789");
+        let wrong = ["remove", "2", "--http", &http, "--admin-token-file"];
+        let err = execute(&action(
+            &[&wrong[..], &[file.path().to_str().unwrap()]].concat(),
+        ));
+        assert!(err.unwrap_err().contains("401 Unauthorized"));
+        let short = token_file("short");
+        let err = execute(&action(
+            &[&wrong[..], &[short.path().to_str().unwrap()]].concat(),
+        ));
+        assert!(
+            err.unwrap_err().starts_with("admin_token_file "),
+            "read before sending"
+        );
+        assert!(server.control.calls.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! - `POST /cluster/leave`, `POST /cluster/remove/{id}`: membership changes, answered
 //!   `{"ok":true}` or `{"error":"…"}` with 500, or 503 while the node is not ready.
 //!
+//! Every POST needs `Authorization: Bearer <admin token>` (`--admin-token-file`),
+//! compared in constant time: 401 without it or with another token, 403 for all when
+//! the node has no token. The GETs stay open to load balancers and monitoring.
+//!
 //! The API knows nothing of Raft: the cluster layer implements [`Control`].
 
 use std::future::Future;
@@ -14,8 +18,9 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -38,26 +43,59 @@ pub trait Control: Send + Sync + 'static {
 
 type Node = State<Arc<dyn Control>>;
 
+/// The admin token; `None` refuses every admin request.
+type Token = Arc<Option<cluster::Secret>>;
+
 /// Serves the API on `listener` until `shutdown` resolves, then lets the requests in
 /// progress finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     control: Arc<dyn Control>,
+    token: Option<cluster::Secret>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(control))
+    axum::serve(listener, router(control, token))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-fn router(control: Arc<dyn Control>) -> Router {
+fn router(control: Arc<dyn Control>, token: Option<cluster::Secret>) -> Router {
+    let admin = Router::new()
+        .route("/cluster/leave", post(leave))
+        .route("/cluster/remove/{id}", post(remove))
+        .route_layer(middleware::from_fn_with_state(Arc::new(token), authorize));
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/cluster", get(status))
-        .route("/cluster/leave", post(leave))
-        .route("/cluster/remove/{id}", post(remove))
+        .merge(admin)
         .with_state(control)
+}
+
+/// Lets through a request bearing the admin token.
+async fn authorize(State(token): State<Token>, request: Request, next: Next) -> Response {
+    let Some(token) = token.as_ref() else {
+        let error = "admin requests are disabled on this node: start it with \
+                     --admin-token-file FILE (or RAFTMQ_ADMIN_TOKEN)";
+        return (StatusCode::FORBIDDEN, Json(json!({ "error": error }))).into_response();
+    };
+    let sent = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    match sent {
+        Some(sent) if token.matches(sent) => next.run(request).await,
+        _ => {
+            let error = "missing or wrong admin token (Authorization: Bearer ...)";
+            let mut response =
+                (StatusCode::UNAUTHORIZED, Json(json!({ "error": error }))).into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+    }
 }
 
 async fn ready(State(control): Node) -> (StatusCode, &'static str) {
@@ -111,6 +149,9 @@ pub(crate) mod fake {
     use tokio::sync::oneshot;
 
     use super::{Change, Control};
+
+    /// The admin token of [`Server::start`].
+    pub const TOKEN: &str = "fake-admin-token-0123456789";
 
     /// Node 1 of a cluster of 1 (leader) and 2 (learner); node 2 can be removed, others
     /// not; `leave` fails while `leave_error` is set.
@@ -171,7 +212,13 @@ pub(crate) mod fake {
     }
 
     impl Server {
+        /// A server whose admin token is [`TOKEN`].
         pub fn start() -> Server {
+            Server::with_token(Some(TOKEN))
+        }
+
+        pub fn with_token(token: Option<&str>) -> Server {
+            let token = token.map(|t| cluster::Secret::new(t).unwrap());
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.set_nonblocking(true).unwrap();
             let addr = listener.local_addr().unwrap();
@@ -188,7 +235,7 @@ pub(crate) mod fake {
                     let shutdown = async move {
                         let _ = stopped.await;
                     };
-                    super::serve(listener, served, shutdown).await
+                    super::serve(listener, served, token, shutdown).await
                 })
             });
             Server {
@@ -226,11 +273,16 @@ pub(crate) mod fake {
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use super::fake::Server;
+    use super::fake::{Server, TOKEN};
     use serde_json::Value;
 
-    /// Status and body of one request; non-2xx answers are answers here, not errors.
+    /// Status and body of one request, POSTs with the admin token; non-2xx answers are
+    /// answers here, not errors.
     fn request(server: &Server, method: &str, path: &str) -> (u16, String) {
+        request_as(server, method, path, Some(TOKEN))
+    }
+
+    fn request_as(server: &Server, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .proxy(None)
@@ -239,7 +291,13 @@ mod tests {
         let url = format!("http://{}{path}", server.addr);
         let response = match method {
             "GET" => agent.get(&url).call(),
-            "POST" => agent.post(&url).send_empty(),
+            "POST" => match token {
+                Some(t) => agent
+                    .post(&url)
+                    .header("Authorization", format!("Bearer {t}"))
+                    .send_empty(),
+                None => agent.post(&url).send_empty(),
+            },
             _ => unreachable!(),
         };
         let mut response = response.unwrap();
@@ -318,8 +376,41 @@ mod tests {
         let server = Server::start();
         assert_eq!(request(&server, "GET", "/nope").0, 404);
         assert_eq!(request(&server, "POST", "/cluster/remove/x").0, 400);
-        assert_eq!(request(&server, "GET", "/cluster/leave").0, 405);
+        // The token is checked first, whatever the method.
+        assert_eq!(request(&server, "GET", "/cluster/leave").0, 401);
         assert!(server.control.calls.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn admin_requests_need_the_token() {
+        let server = Server::start();
+        for path in ["/cluster/leave", "/cluster/remove/2"] {
+            for token in [None, Some("fake-admin-token-012345678X"), Some("")] {
+                let (status, body) = request_as(&server, "POST", path, token);
+                assert_eq!(status, 401, "{path} with {token:?}: {body}");
+                assert!(json(&body)["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("admin token"));
+            }
+        }
+        assert!(server.control.calls.lock().unwrap().is_empty());
+        assert_eq!(
+            request(&server, "GET", "/cluster").0,
+            200,
+            "reads stay open"
+        );
+        assert_eq!(request_as(&server, "GET", "/ready", None).0, 200);
+    }
+
+    #[test]
+    fn without_a_token_admin_requests_are_forbidden() {
+        let server = Server::with_token(None);
+        let (status, body) = request(&server, "POST", "/cluster/remove/2");
+        assert_eq!(status, 403);
+        assert!(body.contains("--admin-token-file"), "{body}");
+        assert!(server.control.calls.lock().unwrap().is_empty());
+        assert_eq!(request(&server, "GET", "/health").0, 200);
     }
 
     #[test]

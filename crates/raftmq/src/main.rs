@@ -28,7 +28,7 @@ use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
-use crate::config::Settings;
+use crate::config::{Secrets, Settings};
 
 /// mimalloc rather than glibc's malloc: 21% fewer instructions per delivered message
 /// (callgrind, QoS 0 4 -> 4: 2,057 against 2,612), for about 0.5 KiB more per idle
@@ -64,6 +64,10 @@ fn main() -> ExitCode {
         Ok(auth) => std::sync::Arc::new(auth),
         Err(e) => return fail(EXIT_USAGE, e),
     };
+    let secrets = match Secrets::load(&settings.cluster, |var| std::env::var(var).ok()) {
+        Ok(secrets) => secrets,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
     if let Err(e) = init_tracing(settings.log_level) {
         return fail(EXIT_USAGE, e);
     }
@@ -82,7 +86,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.enable_all().build() {
-        Ok(runtime) => runtime.block_on(server::serve(settings, auth)),
+        Ok(runtime) => runtime.block_on(server::serve(settings, auth, secrets)),
         Err(e) => fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     }
 }

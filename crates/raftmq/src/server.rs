@@ -13,7 +13,7 @@ use cluster::{Node, NodeInfo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::config::Settings;
+use crate::config::{Secrets, Settings};
 use crate::http::{Change, Control};
 use crate::{fail, on_hangup, shutdown_signal, EXIT_FAILURE};
 
@@ -40,7 +40,7 @@ impl Reloadable {
 }
 
 /// Binds, starts the node and serves until a signal arrives or the node leaves.
-pub async fn serve(settings: Settings, auth: Arc<Auth>) -> ExitCode {
+pub async fn serve(settings: Settings, auth: Arc<Auth>, secrets: Secrets) -> ExitCode {
     // Installed before anything else so that a signal during start-up (a long join)
     // stops us gracefully rather than by the default action.
     let shutdown = match shutdown_signal() {
@@ -81,6 +81,12 @@ pub async fn serve(settings: Settings, auth: Arc<Auth>) -> ExitCode {
         cluster_addr = %advertise.cluster_addr,
         "starting cluster member"
     );
+    if secrets.cluster.is_none() {
+        tracing::info!(
+            "no cluster secret (--cluster-secret-file): the cluster port accepts loopback \
+             peers only"
+        );
+    }
     let start = Node::start(cluster::Settings {
         node_id,
         data_dir: settings.data_dir.clone(),
@@ -88,6 +94,7 @@ pub async fn serve(settings: Settings, auth: Arc<Auth>) -> ExitCode {
         advertise,
         join: c.join.clone(),
         join_timeout: Duration::from_secs(c.join_timeout_secs),
+        secret: secrets.cluster,
     });
     let mut shutdown = Box::pin(shutdown);
     let node = tokio::select! {
@@ -120,9 +127,14 @@ pub async fn serve(settings: Settings, auth: Arc<Auth>) -> ExitCode {
     let http_addr = addr(&http);
     let control: Arc<dyn Control> = Arc::new(NodeControl(node.clone()));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_task = tokio::spawn(crate::http::serve(http, control, async {
-        let _ = http_stopped.await;
-    }));
+    let http_task = tokio::spawn(crate::http::serve(
+        http,
+        control,
+        secrets.admin_token,
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
     tracing::info!("raftmq listening on {mqtt_addr} (MQTT), {http_addr} (HTTP)");
     let left = node.clone();
     let stop = async move {
