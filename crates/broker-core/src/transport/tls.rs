@@ -101,23 +101,17 @@ fn stamps(files: &TlsFiles) -> Vec<Option<(SystemTime, u64)>> {
 fn build(files: &TlsFiles) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certs(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("{}: no usable private key: {e}", files.key.display()))?;
+    let key = private_key(&files.key)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS: {e}"))?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for cert in certs(ca)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: bad CA certificate: {e}", ca.display()))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider)
+                    .build()
+                    .map_err(|e| format!("{}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -126,7 +120,9 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, String> {
         .map_err(|e| format!("{}: {e}", files.cert.display()))
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The PEM certificates in `path`, in order (a chain: leaf first); at least one. The
+/// error names the file.
+pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
@@ -135,6 +131,23 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err(format!("{}: no certificate in it", path.display()));
     }
     Ok(certs)
+}
+
+/// The PEM private key in `path` (PKCS#8, PKCS#1 or SEC1). The error names the file.
+pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("{}: no usable private key: {e}", path.display()))
+}
+
+/// The PEM CA certificates in `path`, as trust roots. The error names the file.
+pub fn roots(path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: bad CA certificate: {e}", path.display()))?;
+    }
+    Ok(roots)
 }
 
 /// The subject common name of the client's certificate, if it sent one.
