@@ -4,6 +4,7 @@
 //! - `types`: the Raft type configuration, node addresses, and the replicated app state
 //!   (broker-core's `replicated::State`, plus the engine observing it).
 //! - `handshake`: mutual authentication of a cluster connection (the cluster secret).
+//! - `tls`: optional mutual TLS under it, with the cluster CA.
 //! - `network`: the node-to-node transport (frames, requests, openraft's client side).
 //! - `failover`: quorum watch, dead-node detection, wills of dead nodes' clients,
 //!   session expiry (leader-driven, through Raft).
@@ -17,9 +18,11 @@ mod handshake;
 mod network;
 mod node;
 mod prevote;
+mod tls;
 mod types;
 
 pub use failover::Events;
 pub use handshake::Secret;
 pub use node::{Node, NodeStatus, Settings, StartError, Status};
+pub use tls::{Tls, TlsFiles, SERVER_NAME as TLS_SERVER_NAME};
 pub use types::NodeInfo;

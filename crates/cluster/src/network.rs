@@ -4,7 +4,10 @@
 //! fire-and-forget). A frame that fails to decode closes that connection only.
 //!
 //! Every connection starts with the `handshake`: no frame is read from a peer, and no
-//! length trusted, before it has proved it knows the cluster secret.
+//! length trusted, before it has proved it knows the cluster secret. With cluster TLS
+//! (`tls`), each connection is TLS first, both certificates checked against the
+//! cluster CA, and the handshake and the frames run inside it: one code path over a
+//! [`Conn`], whatever carries it.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,10 +26,11 @@ use openraft::raft::{
 use openraft::LogId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::handshake::{self, Quiet, Secret};
+use crate::tls::Tls;
 use crate::types::{Cmd, NodeInfo, Resp, TypeConfig};
 
 /// Largest frame read: a snapshot chunk (3 MiB by default) or a batch of entries, with room.
@@ -96,16 +100,26 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-pub async fn write_frame<T: Serialize>(stream: &mut TcpStream, msg: &T) -> io::Result<()> {
+/// What a cluster connection runs over: a TCP stream, or TLS over one.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for S {}
+
+/// An authenticated cluster connection.
+pub type Conn = Box<dyn Io>;
+
+/// Writes one frame and flushes it (TLS may hold written bytes until flushed).
+pub async fn write_frame<T: Serialize, S: Io + ?Sized>(stream: &mut S, msg: &T) -> io::Result<()> {
     let body = bincode::serde::encode_to_vec(msg, config())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(&body);
-    stream.write_all(&frame).await
+    stream.write_all(&frame).await?;
+    stream.flush().await
 }
 
-pub async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T> {
+pub async fn read_frame<T: DeserializeOwned, S: Io + ?Sized>(stream: &mut S) -> io::Result<T> {
     let len = stream.read_u32().await? as usize;
     if len > MAX_FRAME {
         return Err(io::Error::new(
@@ -149,19 +163,55 @@ pub(crate) fn secret() -> &'static Secret {
     SECRET.get_or_init(Secret::none)
 }
 
+/// The cluster TLS of this process, set once at start-up like [`SECRET`]; `None`:
+/// plain TCP.
+static TLS: OnceLock<Option<Arc<Tls>>> = OnceLock::new();
+
+/// Sets the cluster TLS (once, at start-up).
+pub fn set_tls(tls: Option<Arc<Tls>>) {
+    let _ = TLS.set(tls);
+}
+
+pub(crate) fn tls() -> Option<&'static Arc<Tls>> {
+    TLS.get_or_init(|| None).as_ref()
+}
+
 /// Peers we dialled that failed the handshake.
 static DIAL_REFUSALS: Quiet = Quiet::new();
 
-/// Opens an authenticated connection to `addr`: TCP, then the handshake.
-pub async fn connect(addr: &str) -> io::Result<TcpStream> {
-    let mut stream = open(addr).await?;
-    if let Err(e) = handshake::dial(&mut stream, secret()).await {
-        if e.kind() == io::ErrorKind::PermissionDenied {
+/// Opens an authenticated connection to `addr`: TCP, TLS when configured, then the
+/// handshake.
+pub async fn connect(addr: &str) -> io::Result<Conn> {
+    let stream = open(addr).await?;
+    let dialed = async {
+        let mut conn: Conn = match tls() {
+            Some(tls) => Box::new(tls.connect(stream).await?),
+            None => Box::new(stream),
+        };
+        // Over TLS, the listener's refusal of our certificate arrives as an alert
+        // when we read its first handshake message.
+        handshake::dial(&mut conn, secret())
+            .await
+            .map_err(crate::tls::refusal)?;
+        Ok(conn)
+    };
+    dialed.await.inspect_err(|e: &io::Error| {
+        if matches!(e.kind(), io::ErrorKind::PermissionDenied) {
             DIAL_REFUSALS.warn(format_args!("cluster peer {addr} refused: {e}"));
         }
-        return Err(e);
-    }
-    Ok(stream)
+    })
+}
+
+/// The listening side of [`connect`]: TLS when configured, then the handshake.
+pub async fn accept(stream: TcpStream) -> io::Result<Conn> {
+    let mut conn: Conn = match tls() {
+        Some(tls) => Box::new(tls.accept(stream).await?),
+        None => Box::new(stream),
+    };
+    handshake::accept(&mut conn, secret())
+        .await
+        .map_err(crate::tls::refusal)?;
+    Ok(conn)
 }
 
 async fn open(addr: &str) -> io::Result<TcpStream> {
@@ -194,7 +244,7 @@ async fn open(addr: &str) -> io::Result<TcpStream> {
 /// One request/response connection to a peer, opened lazily and reopened after an error.
 pub struct Peer {
     addr: String,
-    stream: Option<TcpStream>,
+    stream: Option<Conn>,
 }
 
 impl Peer {

@@ -21,9 +21,10 @@ use tokio::time::Instant;
 
 use crate::failover;
 use crate::failover::{Counters, Events};
-use crate::handshake::{self, Quiet, Secret};
+use crate::handshake::{Quiet, Secret};
 use crate::network::{self, Contacts, LeaderError, Network, Peer, Request, Response};
 use crate::prevote::{self, ElectionClock};
+use crate::tls::Tls;
 use crate::types::{App, Cmd, LogStore, NodeInfo, Raft, Resp, StateMachineStore};
 
 /// How long a proposal may wait for a leader and a quorum before it fails.
@@ -65,9 +66,13 @@ pub struct Settings {
     /// Members to ask to let us in, when we have no state yet.
     pub join: Vec<String>,
     pub join_timeout: Duration,
-    /// What peers must prove they know (`handshake`). Without one, the transport
-    /// accepts only loopback peers.
+    /// What peers must prove they know (`handshake`). Without one (and without `tls`),
+    /// the transport accepts only loopback peers.
     pub secret: Option<Secret>,
+    /// Mutual TLS with the cluster CA on every cluster connection, under the secret
+    /// handshake (`tls`); it authenticates peers by itself, so a node with it needs
+    /// no secret to accept remote peers.
+    pub tls: Option<Arc<Tls>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +196,7 @@ impl Node {
             network::set_source_ip(local.ip());
         }
         network::set_secret(s.secret);
+        network::set_tls(s.tls);
         let (log, sm) = persistence::open::<_, App>(&s.data_dir).map_err(StartError::Storage)?;
         let committed = log.committed_index();
         let contacts = Arc::new(Contacts::default());
@@ -689,20 +695,21 @@ async fn write(
     Ok(resp)
 }
 
-/// Cluster connections refused (handshake failed, or not loopback without a secret).
+/// Cluster connections refused (TLS or handshake failed, or not loopback without a
+/// secret or TLS).
 static REFUSALS: Quiet = Quiet::new();
 
-/// The transport server: one task per connection. Without a cluster secret, only
-/// loopback peers are let in (to the handshake, with the well-known key).
+/// The transport server: one task per connection. Without a cluster secret or cluster
+/// TLS, only loopback peers are let in (to the handshake, with the well-known key).
 async fn serve(node: Arc<Node>, listener: TcpListener) {
-    let loopback_only = network::secret().is_none();
+    let loopback_only = network::secret().is_none() && network::tls().is_none();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 if loopback_only && !peer.ip().to_canonical().is_loopback() {
                     REFUSALS.warn(format_args!(
-                        "cluster connection from {peer} refused: no cluster secret is set, \
-                         so only loopback peers are accepted"
+                        "cluster connection from {peer} refused: no cluster secret or \
+                         cluster TLS is set, so only loopback peers are accepted"
                     ));
                     continue;
                 }
@@ -717,18 +724,21 @@ async fn serve(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
-async fn connection(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
-    if let Err(e) = handshake::accept(&mut stream, network::secret()).await {
-        use std::io::ErrorKind::{PermissionDenied, TimedOut};
-        match e.kind() {
-            PermissionDenied | TimedOut => {
-                REFUSALS.warn(format_args!("cluster connection from {peer} refused: {e}"))
+async fn connection(node: Arc<Node>, stream: TcpStream, peer: SocketAddr) {
+    let mut stream = match network::accept(stream).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            use std::io::ErrorKind::{PermissionDenied, TimedOut};
+            match e.kind() {
+                PermissionDenied | TimedOut => {
+                    REFUSALS.warn(format_args!("cluster connection from {peer} refused: {e}"))
+                }
+                // A peer (or a port scan) that hung up or reset mid-handshake.
+                _ => tracing::debug!(%peer, "cluster handshake failed: {e}"),
             }
-            // A peer (or a port scan) that hung up or reset mid-handshake.
-            _ => tracing::debug!(%peer, "cluster handshake failed: {e}"),
+            return;
         }
-        return;
-    }
+    };
     loop {
         let req: Request = match network::read_frame(&mut stream).await {
             Ok(req) => req,
