@@ -85,10 +85,25 @@ pub struct Cli {
 
     /// File holding the cluster secret (16 bytes or more, e.g. `openssl rand -hex 32`),
     /// the same on every node; RAFTMQ_CLUSTER_SECRET may hold the secret itself instead.
-    /// Without one the node refuses --join and accepts loopback peers only [default:
-    /// none].
+    /// Without one (and without cluster TLS) the node refuses --join and accepts
+    /// loopback peers only [default: none].
     #[arg(long, value_name = "FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+
+    /// PEM certificate chain, leaf first, of this node on the cluster port (mutual TLS
+    /// 1.3): signed by --cluster-tls-ca-file, with the DNS name raftmq-cluster; needs
+    /// the other two --cluster-tls-* files. Reloaded on SIGHUP [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub cluster_tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --cluster-tls-cert-file [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub cluster_tls_key_file: Option<PathBuf>,
+
+    /// PEM certificates of the cluster CA: peers must present a certificate it signed
+    /// [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub cluster_tls_ca_file: Option<PathBuf>,
 
     /// File holding the bearer token that POST /cluster/... requests must send (16 bytes
     /// or more); RAFTMQ_ADMIN_TOKEN may hold the token itself instead. Without one those

@@ -5,6 +5,7 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use broker_core::Config;
 use serde::{Deserialize, Serialize};
@@ -57,9 +58,18 @@ pub struct ClusterSettings {
     /// Listener of the HTTP API (health, readiness, cluster status and membership).
     pub http_addr: SocketAddr,
     /// File holding the cluster secret every node must prove it knows (`Secrets`).
-    /// `None` (and no `RAFTMQ_CLUSTER_SECRET`): no `join`, and loopback peers only.
+    /// `None` (and no `RAFTMQ_CLUSTER_SECRET`, and no cluster TLS): no `join`, and
+    /// loopback peers only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// Cluster TLS (all three or none): this node's certificate chain and key, and the
+    /// cluster CA that peers' certificates must chain to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_tls_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_tls_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_tls_ca_file: Option<PathBuf>,
     /// File holding the bearer token of the HTTP endpoints that change the cluster.
     /// `None` (and no `RAFTMQ_ADMIN_TOKEN`): those endpoints refuse every request.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,13 +89,16 @@ impl Default for ClusterSettings {
             join_timeout_secs: 60,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             cluster_secret_file: None,
+            cluster_tls_cert_file: None,
+            cluster_tls_key_file: None,
+            cluster_tls_ca_file: None,
             admin_token_file: None,
         }
     }
 }
 
 /// The cluster's keys, taken out of the file's flat table before the engine's are read.
-const CLUSTER_KEYS: [&str; 8] = [
+const CLUSTER_KEYS: [&str; 11] = [
     "node_id",
     "cluster_addr",
     "advertise_addr",
@@ -93,13 +106,16 @@ const CLUSTER_KEYS: [&str; 8] = [
     "join_timeout_secs",
     "http_addr",
     "cluster_secret_file",
+    "cluster_tls_cert_file",
+    "cluster_tls_key_file",
+    "cluster_tls_ca_file",
     "admin_token_file",
 ];
 
 /// Settings without a default value: absent from the printed file (TOML has no null),
 /// which shows them as these commented lines instead, each before the line of the
 /// key it is grouped with.
-const UNSET_EXAMPLES: [(&str, &str, &str); 13] = [
+const UNSET_EXAMPLES: [(&str, &str, &str); 16] = [
     (
         "node_id",
         "cluster_addr",
@@ -159,7 +175,23 @@ const UNSET_EXAMPLES: [(&str, &str, &str); 13] = [
     (
         "cluster_secret_file",
         "cluster_addr",
-        "# cluster_secret_file = \"/etc/raftmq/cluster.secret\" # required with join",
+        "# cluster_secret_file = \"/etc/raftmq/cluster.secret\" # required with join \
+         (or cluster TLS)",
+    ),
+    (
+        "cluster_tls_cert_file",
+        "cluster_addr",
+        "# cluster_tls_cert_file = \"/etc/raftmq/node.pem\" # cluster mTLS: DNS raftmq-cluster",
+    ),
+    (
+        "cluster_tls_key_file",
+        "cluster_addr",
+        "# cluster_tls_key_file = \"/etc/raftmq/node.key\"",
+    ),
+    (
+        "cluster_tls_ca_file",
+        "cluster_addr",
+        "# cluster_tls_ca_file = \"/etc/raftmq/cluster-ca.pem\" # the CA peers must chain to",
     ),
     (
         "admin_token_file",
@@ -190,7 +222,42 @@ impl ClusterSettings {
         if self.join_timeout_secs == 0 {
             return Err("join_timeout_secs: must be at least 1".to_string());
         }
+        self.cluster_tls()?;
         Ok(())
+    }
+
+    /// The cluster TLS files: all three, or none (`Ok(None)`); an error names the
+    /// missing ones.
+    pub fn cluster_tls(&self) -> Result<Option<cluster::TlsFiles>, String> {
+        let files = [
+            ("cluster_tls_cert_file", &self.cluster_tls_cert_file),
+            ("cluster_tls_key_file", &self.cluster_tls_key_file),
+            ("cluster_tls_ca_file", &self.cluster_tls_ca_file),
+        ];
+        match (
+            &self.cluster_tls_cert_file,
+            &self.cluster_tls_key_file,
+            &self.cluster_tls_ca_file,
+        ) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(cluster::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })),
+            _ => {
+                let missing: Vec<&str> = files
+                    .iter()
+                    .filter(|(_, file)| file.is_none())
+                    .map(|(key, _)| *key)
+                    .collect();
+                Err(format!(
+                    "{}: missing; cluster TLS needs all three of --cluster-tls-cert-file, \
+                     --cluster-tls-key-file and --cluster-tls-ca-file",
+                    missing.join(", ")
+                ))
+            }
+        }
     }
 }
 
@@ -225,15 +292,18 @@ pub const TOKEN_ENV: &str = "RAFTMQ_ADMIN_TOKEN";
 /// so that the settings can be printed and compared without them.
 #[derive(Debug, Default)]
 pub struct Secrets {
-    /// What peers prove they know; `None`: loopback peers only, no `join`.
+    /// What peers prove they know; `None` (and no `cluster_tls`): loopback peers only,
+    /// no `join`.
     pub cluster: Option<cluster::Secret>,
+    /// The cluster port's mutual TLS: this node's certificate and key, the cluster CA.
+    pub cluster_tls: Option<Arc<cluster::Tls>>,
     /// The bearer token of the admin endpoints; `None`: they refuse every request.
     pub admin_token: Option<cluster::Secret>,
 }
 
 impl Secrets {
-    /// Reads the secret files (or the environment) that `c` names; refuses a `join`
-    /// without a cluster secret.
+    /// Reads the secret files (or the environment) and the cluster TLS files that `c`
+    /// names; refuses a `join` without a cluster secret or cluster TLS.
     pub fn load(c: &ClusterSettings, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let cluster = read_secret(
             "cluster_secret_file",
@@ -247,14 +317,23 @@ impl Secrets {
             TOKEN_ENV,
             env(TOKEN_ENV),
         )?;
-        if cluster.is_none() && !c.join.is_empty() {
+        let cluster_tls = match c.cluster_tls()? {
+            Some(files) => Some(Arc::new(
+                cluster::Tls::load(files).map_err(|e| format!("cluster TLS: {e}"))?,
+            )),
+            None => None,
+        };
+        if cluster.is_none() && cluster_tls.is_none() && !c.join.is_empty() {
             return Err(format!(
                 "join: needs a cluster secret, the same on every node: \
-                 --cluster-secret-file FILE (or {SECRET_ENV}); e.g. `openssl rand -hex 32 > FILE`"
+                 --cluster-secret-file FILE (or {SECRET_ENV}); e.g. `openssl rand -hex 32 > FILE`; \
+                 or cluster TLS (--cluster-tls-cert-file, --cluster-tls-key-file, \
+                 --cluster-tls-ca-file)"
             ));
         }
         Ok(Secrets {
             cluster,
+            cluster_tls,
             admin_token,
         })
     }
@@ -387,6 +466,9 @@ impl Settings {
             join_timeout_secs,
             http_addr,
             cluster_secret_file,
+            cluster_tls_cert_file,
+            cluster_tls_key_file,
+            cluster_tls_ca_file,
             admin_token_file,
             mqtt_addr,
             tls_addr,
@@ -432,6 +514,9 @@ impl Settings {
         set(&mut cluster.join_timeout_secs, join_timeout_secs);
         set(&mut cluster.http_addr, http_addr);
         set_optional(&mut cluster.cluster_secret_file, cluster_secret_file);
+        set_optional(&mut cluster.cluster_tls_cert_file, cluster_tls_cert_file);
+        set_optional(&mut cluster.cluster_tls_key_file, cluster_tls_key_file);
+        set_optional(&mut cluster.cluster_tls_ca_file, cluster_tls_ca_file);
         set_optional(&mut cluster.admin_token_file, admin_token_file);
         set(&mut engine.mqtt_addr, mqtt_addr);
         set_optional(&mut engine.tls_addr, tls_addr);
@@ -632,6 +717,9 @@ mod tests {
                 "--jwt-algorithm=RS256",
                 "--jwt-username-claim=device",
                 "--cluster-secret-file=/s",
+                "--cluster-tls-cert-file=/n.pem",
+                "--cluster-tls-key-file=/n.key",
+                "--cluster-tls-ca-file=/ca.pem",
                 "--admin-token-file=/t",
             ],
         )
@@ -647,6 +735,9 @@ mod tests {
                 join_timeout_secs: 5,
                 http_addr: "127.0.0.4:8084".parse().unwrap(),
                 cluster_secret_file: Some("/s".into()),
+                cluster_tls_cert_file: Some("/n.pem".into()),
+                cluster_tls_key_file: Some("/n.key".into()),
+                cluster_tls_ca_file: Some("/ca.pem".into()),
                 admin_token_file: Some("/t".into()),
             },
             engine: Config {
@@ -965,6 +1056,65 @@ mod tests {
         assert!(err.contains("give one of the two"), "{err}");
         let env = [(SECRET_ENV, "0123456789abcdef")];
         assert!(secrets("node_id = 2\njoin = [\"h:1\"]", &env).is_ok());
+    }
+
+    #[test]
+    fn cluster_tls_needs_all_three_files() {
+        let err = merge("", &["--cluster-tls-cert-file=n.pem"]).unwrap_err();
+        assert_eq!(
+            err,
+            "cluster_tls_key_file, cluster_tls_ca_file: missing; cluster TLS needs all three \
+             of --cluster-tls-cert-file, --cluster-tls-key-file and --cluster-tls-ca-file"
+        );
+        let err = merge(
+            "cluster_tls_ca_file = \"ca.pem\"",
+            &["--cluster-tls-key-file=k"],
+        );
+        assert!(err
+            .unwrap_err()
+            .starts_with("cluster_tls_cert_file: missing;"));
+        let all = "cluster_tls_cert_file = \"n.pem\"\ncluster_tls_key_file = \"n.key\"\n\
+                   cluster_tls_ca_file = \"ca.pem\"";
+        let files = merge(all, &[])
+            .unwrap()
+            .cluster
+            .cluster_tls()
+            .unwrap()
+            .unwrap();
+        assert_eq!(files.cert, PathBuf::from("n.pem"));
+        assert_eq!(files.key, PathBuf::from("n.key"));
+        assert_eq!(files.ca, PathBuf::from("ca.pem"));
+        assert_eq!(Settings::default().cluster.cluster_tls(), Ok(None));
+        let text = Settings::default().to_toml();
+        for key in [
+            "cluster_tls_cert_file",
+            "cluster_tls_key_file",
+            "cluster_tls_ca_file",
+        ] {
+            assert!(text.contains(&format!("\n# {key} = ")), "{text}");
+        }
+    }
+
+    /// Cluster TLS files are read at start-up (the error names the file), and let a
+    /// node join without a cluster secret.
+    #[test]
+    fn cluster_tls_files_are_loaded_with_the_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let file = format!(
+            "node_id = 2\njoin = [\"h:1\"]\ncluster_tls_cert_file = {missing:?}\n\
+             cluster_tls_key_file = {missing:?}\ncluster_tls_ca_file = {missing:?}"
+        );
+        let err = secrets(&file, &[]).unwrap_err();
+        assert!(
+            err.starts_with("cluster TLS: ") && err.contains("missing.pem: cannot read"),
+            "{err}"
+        );
+        let err = secrets("node_id = 2\njoin = [\"h:1\"]", &[]).unwrap_err();
+        assert!(
+            err.contains("or cluster TLS (--cluster-tls-cert-file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::{fail, on_hangup, shutdown_signal, EXIT_FAILURE};
 struct Reloadable {
     auth: Arc<Auth>,
     tls: Option<Arc<Tls>>,
+    cluster_tls: Option<Arc<cluster::Tls>>,
 }
 
 impl Reloadable {
@@ -33,6 +34,13 @@ impl Reloadable {
             Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
             Some(Err(e)) => {
                 tracing::warn!("TLS certificate not reloaded, the previous one stays: {e}")
+            }
+            None => {}
+        }
+        match self.cluster_tls.as_ref().map(|t| t.reload()) {
+            Some(Ok(())) => tracing::info!("cluster TLS certificate reloaded"),
+            Some(Err(e)) => {
+                tracing::warn!("cluster TLS certificate not reloaded, the previous one stays: {e}")
             }
             None => {}
         }
@@ -54,6 +62,7 @@ pub async fn serve(settings: Settings, auth: Arc<Auth>, secrets: Secrets) -> Exi
     let reloadable = Reloadable {
         auth: auth.clone(),
         tls: tls.clone(),
+        cluster_tls: secrets.cluster_tls.clone(),
     };
     if let Err(e) = on_hangup(move || reloadable.reload()) {
         return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}"));
@@ -81,11 +90,17 @@ pub async fn serve(settings: Settings, auth: Arc<Auth>, secrets: Secrets) -> Exi
         cluster_addr = %advertise.cluster_addr,
         "starting cluster member"
     );
-    if secrets.cluster.is_none() {
-        tracing::info!(
-            "no cluster secret (--cluster-secret-file): the cluster port accepts loopback \
-             peers only"
-        );
+    match (&secrets.cluster, &secrets.cluster_tls) {
+        (None, None) => tracing::info!(
+            "no cluster secret (--cluster-secret-file) nor cluster TLS: the cluster port \
+             accepts loopback peers only"
+        ),
+        (_, Some(tls)) => tracing::info!(
+            cert = %tls.files().cert.display(),
+            ca = %tls.files().ca.display(),
+            "cluster port: mutual TLS 1.3 with the cluster CA"
+        ),
+        (Some(_), None) => {}
     }
     let start = Node::start(cluster::Settings {
         node_id,
@@ -95,6 +110,7 @@ pub async fn serve(settings: Settings, auth: Arc<Auth>, secrets: Secrets) -> Exi
         join: c.join.clone(),
         join_timeout: Duration::from_secs(c.join_timeout_secs),
         secret: secrets.cluster,
+        tls: secrets.cluster_tls,
     });
     let mut shutdown = Box::pin(shutdown);
     let node = tokio::select! {
