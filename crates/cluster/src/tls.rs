@@ -362,6 +362,12 @@ mod tests {
             let mut buf = [0; 1];
             s.read(&mut buf).await
         };
+        // Bounded: a listener that let it in would hold the stream, answering nothing.
+        let dial = async {
+            tokio::time::timeout(handshake::TIMEOUT, dial)
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+        };
         let (d, l) = tokio::join!(dial, member.accept(b));
         let l = l.map(|_| ()).unwrap_err();
         assert_eq!(l.kind(), io::ErrorKind::PermissionDenied, "{l}");
