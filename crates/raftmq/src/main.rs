@@ -91,9 +91,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// `crate` at `level`, but no more talkative than warnings.
-fn quiet(krate: &str, level: LevelFilter) -> Result<tracing_subscriber::filter::Directive, String> {
-    format!("{krate}={}", level.min(LevelFilter::WARN))
+/// `crate` at `level`, but no more talkative than `ceiling`.
+fn quiet(
+    krate: &str,
+    level: LevelFilter,
+    ceiling: LevelFilter,
+) -> Result<tracing_subscriber::filter::Directive, String> {
+    format!("{krate}={}", level.min(ceiling))
         .parse()
         .map_err(|e| format!("log filter: {e}"))
 }
@@ -106,10 +110,14 @@ fn init_tracing(level: LevelFilter) -> Result<(), String> {
         }
         // openraft narrates every vote and membership step at info; our own cluster
         // module logs the events an operator needs (leader and membership changes).
+        // rustls narrates each handshake at debug, and warns of some bad peers: our
+        // listeners log each refused handshake themselves (the cluster port at most a
+        // line per 10 s).
         _ => EnvFilter::default()
             .add_directive(level.into())
-            .add_directive(quiet("openraft", level)?)
-            .add_directive(quiet("sled", level)?),
+            .add_directive(quiet("openraft", level, LevelFilter::WARN)?)
+            .add_directive(quiet("sled", level, LevelFilter::WARN)?)
+            .add_directive(quiet("rustls", level, LevelFilter::ERROR)?),
     };
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
