@@ -4,7 +4,7 @@
 //! `raftmq cluster` CLI.
 //!
 //! Files are numbered by kind (STYLE.md 15): t10 forming a cluster, t15 who may talk to
-//! it (cluster secret, admin token), t20 routing across
+//! it (cluster secret, cluster TLS, admin token), t20 routing across
 //! nodes, t30 sessions across nodes, t40 membership, t50 failures and restarts, t60
 //! bad flags, t70 failover under load, partitions included (tests/support/checker.rs),
 //! t72-t78 partial partitions, pauses, power loss, damaged data dirs and clock jumps,
@@ -19,6 +19,7 @@ mod support;
 
 mod t10_form;
 mod t15_cluster_security;
+mod t15_cluster_tls;
 mod t20_pubsub;
 mod t20_retained;
 mod t30_takeover;

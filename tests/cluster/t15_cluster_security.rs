@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::cluster::{
@@ -18,16 +18,16 @@ use crate::support::cluster::{
 use crate::support::run_raftmq;
 
 /// `Request::Remove { id: 3 }` as a frame: length 2, variant 5, id 3.
-const REMOVE_3: [u8; 6] = [0, 0, 0, 2, 5, 3];
+pub(crate) const REMOVE_3: [u8; 6] = [0, 0, 0, 2, 5, 3];
 /// Bound on the node closing a refused connection (its handshake timeout is 5 s).
 const CLOSE: Duration = Duration::from_secs(10);
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Waits (bounded) until the node closes `stream`: reads, discarding, to EOF or a reset.
-async fn closed_by_node(stream: &mut TcpStream) -> bool {
+pub(crate) async fn closed_by_node<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
     let mut buf = [0; 1024];
     let read_to_end = async {
         loop {
@@ -42,7 +42,7 @@ async fn closed_by_node(stream: &mut TcpStream) -> bool {
 
 /// The dialer's half of the handshake (crates/cluster/src/handshake.rs), written from
 /// its description: HELLO, then the listener's PROOF, then our FINISH.
-struct Dialer {
+pub(crate) struct Dialer {
     secret: Vec<u8>,
     client: [u8; 32],
 }
@@ -50,7 +50,7 @@ struct Dialer {
 const MAGIC: &[u8] = b"RMQC\x01";
 
 impl Dialer {
-    fn new(secret: &[u8], seed: u8) -> Dialer {
+    pub(crate) fn new(secret: &[u8], seed: u8) -> Dialer {
         let client = std::array::from_fn(|i| seed.wrapping_add(i as u8));
         Dialer {
             secret: secret.to_vec(),
@@ -58,7 +58,7 @@ impl Dialer {
         }
     }
 
-    fn hello(&self) -> Vec<u8> {
+    pub(crate) fn hello(&self) -> Vec<u8> {
         [MAGIC, &self.client].concat()
     }
 
@@ -72,7 +72,10 @@ impl Dialer {
 
     /// Sends HELLO and reads the PROOF: the server nonce, and whether the listener's MAC
     /// is the one our secret gives.
-    async fn start(&self, stream: &mut TcpStream) -> ([u8; 32], bool) {
+    pub(crate) async fn start<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+    ) -> ([u8; 32], bool) {
         stream.write_all(&self.hello()).await.unwrap();
         let mut proof = [0; 5 + 32 + 32];
         stream.read_exact(&mut proof).await.unwrap();
@@ -82,12 +85,12 @@ impl Dialer {
         (server, genuine)
     }
 
-    fn finish(&self, server: &[u8]) -> Vec<u8> {
+    pub(crate) fn finish(&self, server: &[u8]) -> Vec<u8> {
         self.mac("raftmq cluster v1 dialer", server)
     }
 }
 
-async fn dial(addr: SocketAddr) -> TcpStream {
+pub(crate) async fn dial(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr)
         .await
         .expect("connect to the cluster port")
@@ -98,7 +101,7 @@ async fn secret_of(c: &Cluster) -> Vec<u8> {
     text.trim().as_bytes().to_vec()
 }
 
-async fn assert_three_voters(c: &Cluster) {
+pub(crate) async fn assert_three_voters(c: &Cluster) {
     c.wait_leader().await;
     for id in 1..=3 {
         let s = c.status(id).await;

@@ -1,11 +1,14 @@
 //! Test certificates, made at test time with rcgen (none are committed): a CA, a server
-//! certificate for 127.0.0.1 and localhost, and client certificates with a chosen CN,
-//! written as PEM files; and rustls client configurations that trust the CA.
+//! certificate for 127.0.0.1 and localhost, client certificates with a chosen CN, and
+//! cluster node certificates (DNS raftmq-cluster, server and client use), written as
+//! PEM files; and rustls client configurations that trust the CA.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -56,10 +59,32 @@ impl Pki {
         self.issue(&format!("client-{cn}"), cn, &[])
     }
 
+    /// A cluster node's certificate (`--cluster-tls-cert-file`): DNS raftmq-cluster,
+    /// for TLS servers and clients, written as `name`.pem/.key.
+    pub fn cluster_node(&self, name: &str) -> CertFiles {
+        self.issue_with(name, name, &["raftmq-cluster"], |params| {
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+        })
+    }
+
     fn issue(&self, name: &str, cn: &str, sans: &[&str]) -> CertFiles {
+        self.issue_with(name, cn, sans, |_| {})
+    }
+
+    fn issue_with(
+        &self,
+        name: &str,
+        cn: &str,
+        sans: &[&str],
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> CertFiles {
         let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(sans).expect("params");
         params.distinguished_name.push(DnType::CommonName, cn);
+        edit(&mut params);
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         let files = CertFiles {

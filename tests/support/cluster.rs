@@ -18,9 +18,11 @@
 //! filesystem (tests/powerfs): [`Cluster::power_loss`] kills the nodes and drops every
 //! write they had not fsynced, as a power cut does.
 //!
-//! Every node gets the cluster's secret (`--cluster-secret-file`, [`Cluster::secret_file`])
-//! and admin token (`--admin-token-file`, [`Cluster::token_file`]), written once in its
-//! temp dir: `raftmq cluster leave|remove` needs `--admin-token-file` too.
+//! Every node gets the cluster's secret (`--cluster-secret-file`, [`Cluster::secret_file`];
+//! unless [`Cluster::without_secret`]) and admin token (`--admin-token-file`,
+//! [`Cluster::token_file`]), written once in its temp dir: `raftmq cluster leave|remove`
+//! needs `--admin-token-file` too. [`Cluster::with_node_args`] adds flags per node
+//! (e.g. each node's cluster TLS certificate).
 //!
 //! All nodes' stderr go to `<tempdir>/node-i.log` (appended across restarts). When the
 //! test panics, the tail of every log is printed and the temp dir is kept.
@@ -82,9 +84,11 @@ pub struct Node {
     clock: Option<PathBuf>,
     /// Set in the node's environment after the harness's own variables.
     env: Vec<(String, String)>,
-    /// `--cluster-secret-file` and `--admin-token-file`.
-    secret_file: PathBuf,
+    /// `--cluster-secret-file` (if any) and `--admin-token-file`.
+    secret_file: Option<PathBuf>,
     token_file: PathBuf,
+    /// More flags, after the harness's own.
+    extra_args: Vec<String>,
 }
 
 impl Node {
@@ -131,15 +135,17 @@ impl Node {
             self.data_dir.display().to_string(),
             "--log-level".into(),
             log_level,
-            "--cluster-secret-file".into(),
-            self.secret_file.display().to_string(),
             "--admin-token-file".into(),
             self.token_file.display().to_string(),
         ];
+        if let Some(file) = &self.secret_file {
+            args.extend(["--cluster-secret-file".into(), file.display().to_string()]);
+        }
         if !self.join.is_empty() {
             let join: Vec<String> = self.join.iter().map(|a| a.to_string()).collect();
             args.extend(["--join".into(), join.join(",")]);
         }
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 
@@ -229,7 +235,14 @@ pub struct Cluster {
     faketime: bool,
     /// Environment of new nodes ([`Cluster::with_env`]).
     env: Vec<(String, String)>,
+    /// Whether new nodes get `--cluster-secret-file` ([`Cluster::without_secret`]).
+    secret: bool,
+    /// More flags of new node `id` ([`Cluster::with_node_args`]).
+    node_args: Option<NodeArgs>,
 }
+
+/// What [`Cluster::with_node_args`] takes: node id → flags.
+type NodeArgs = Box<dyn Fn(u64) -> Vec<String> + Send + Sync>;
 
 impl Cluster {
     /// Starts node 1 (which bootstraps), waits until it is ready, then starts nodes
@@ -262,6 +275,23 @@ impl Cluster {
     /// `Cluster::start_with(3, Cluster::empty().with_env("RAFTMQ_SNAPSHOT_LOGS", 5))`.
     pub fn with_env(mut self, key: &str, value: impl ToString) -> Cluster {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Nodes added from now on get no `--cluster-secret-file` (e.g. a cluster that
+    /// authenticates its nodes by TLS alone).
+    pub fn without_secret(mut self) -> Cluster {
+        self.secret = false;
+        self
+    }
+
+    /// Nodes added from now on get `args(id)` after the harness's flags, e.g. their
+    /// cluster TLS files.
+    pub fn with_node_args(
+        mut self,
+        args: impl Fn(u64) -> Vec<String> + Send + Sync + 'static,
+    ) -> Cluster {
+        self.node_args = Some(Box::new(args));
         self
     }
 
@@ -324,6 +354,8 @@ impl Cluster {
             powerfs: false,
             faketime: false,
             env: Vec::new(),
+            secret: true,
+            node_args: None,
         }
     }
 
@@ -409,8 +441,9 @@ impl Cluster {
             disk,
             clock,
             env: self.env.clone(),
-            secret_file: self.secret_file(),
+            secret_file: self.secret.then(|| self.secret_file()),
             token_file: self.token_file(),
+            extra_args: self.node_args.as_ref().map(|f| f(id)).unwrap_or_default(),
         };
         self.nodes.push(node);
     }
