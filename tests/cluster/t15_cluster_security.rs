@@ -298,11 +298,26 @@ struct Unsecured {
 }
 
 impl Unsecured {
-    /// MQTT and HTTP on 127.0.0.1, the cluster port on every address.
+    /// MQTT and HTTP on 127.0.0.1, the cluster port on every address. The cluster port
+    /// is picked free on the wildcard address (a port free on 127.0.0.1 may be taken on
+    /// another 127.0.0.x by a parallel test), and a node that exits at once (its port
+    /// taken after all) is started again on new ports.
     async fn start() -> Unsecured {
+        for _ in 0..3 {
+            if let Some(node) = Unsecured::try_start().await {
+                return node;
+            }
+        }
+        panic!("a node without a secret did not start in 3 attempts");
+    }
+
+    async fn try_start() -> Option<Unsecured> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let [mqtt, cluster, http] = free_addrs("127.0.0.1".parse().unwrap());
-        let wildcard = SocketAddr::from(([0, 0, 0, 0], cluster.port()));
+        let [mqtt, _, http] = free_addrs("127.0.0.1".parse().unwrap());
+        let wildcard = std::net::TcpListener::bind("0.0.0.0:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free wildcard port");
+        let cluster = SocketAddr::from(([127, 0, 0, 1], wildcard.port()));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_raftmq"))
             .args([
                 "--mqtt-addr",
@@ -318,16 +333,25 @@ impl Unsecured {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn raftmq");
-        let node = Unsecured {
+        let mut node = Unsecured {
             child,
             cluster,
             _dir: dir,
         };
-        crate::support::wait_until("the node to be ready", CLUSTER_TIMEOUT, POLL, || async {
-            matches!(http_get(http, "/ready").await, Ok((200, _)))
-        })
-        .await;
-        node
+        let deadline = std::time::Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            if matches!(http_get(http, "/ready").await, Ok((200, _))) {
+                return Some(node);
+            }
+            if !matches!(node.child.try_wait(), Ok(None)) {
+                return None;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node was not ready in {CLUSTER_TIMEOUT:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
     }
 }
 
