@@ -192,8 +192,10 @@ max_queued_messages 0
 set_tcp_nodelay true
 EOF
     if [ "$2" = tls ]; then
-        # Options of the listener above.
+        # Options of the listener above. user root: started as root, Mosquitto drops to
+        # its own user before reading the key, which lives in our root-only WORK.
         cat >>"$WORK/mosquitto.conf" <<EOF
+user root
 cafile $CERTS/ca.pem
 certfile $CERTS/server.pem
 keyfile $CERTS/server.key
