@@ -132,8 +132,9 @@ first_line() {
     o=$("$@" 2>&1 || true)
     printf '%s' "${o%%$'\n'*}"
 }
+# Untracked files (earlier results, this run's own folder) do not change the build.
 versions="raftmq $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-[ -z "$(git -C "$ROOT" status --porcelain 2>/dev/null || true)" ] || versions+=" (uncommitted changes)"
+[ -z "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null || true)" ] || versions+=" (uncommitted changes)"
 [ -z "$MOSQUITTO" ] || versions+=", $(first_line "$MOSQUITTO" -h)"
 [ -z "$RUMQTTD" ] || versions+=", $(first_line "$RUMQTTD" --version)"
 cat >"$out/meta.json" <<EOF
