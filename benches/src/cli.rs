@@ -27,9 +27,10 @@ pub const DEFAULT_IDLE: u32 = 5_000;
 ///   latency       1 -> 1 at 5,000 msgs/s, QoS 0, end-to-end latency percentiles
 ///   overload      4 -> 4, QoS 1, open loop; subscribers read at ~1/4 of the publish rate
 ///   connections   9,000 idle clients (needs --broker-pid), held for --duration (2 s)
-///   idle          5,000 idle clients opened 50 at a time (needs --broker-pid), held for
-///                 --duration (5 s): the broker's memory per idle connection, without
-///                 the transient peak of a connect storm
+///   idle          5,000 idle clients opened 50 at a time once the broker settled for
+///                 2 s (needs --broker-pid), held for --duration (5 s): the broker's
+///                 memory per idle connection, without the transient peak of a connect
+///                 storm
 ///
 /// With --tls-ca every client connects over TLS and the scenario is reported as
 /// tls-<scenario> (tls-qos0, tls-connections, ...).

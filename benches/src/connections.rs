@@ -1,7 +1,8 @@
 //! The `connections` scenario: open many idle clients as fast as bounded concurrency
 //! allows, then measure what each one costs the broker in memory. `idle` opens fewer,
-//! fewer at a time, and lets the broker settle longer, so that its reading is the cost
-//! of holding a connection rather than the high-water mark of a storm of handshakes.
+//! fewer at a time, and lets the broker settle longer, before (for its baseline) and
+//! after, so that its reading is the cost of holding a connection rather than the
+//! high-water mark of a storm of handshakes or the broker's own warm-up.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -49,6 +50,15 @@ pub async fn run(
         Scenario::Idle => (IDLE_IN_FLIGHT, IDLE_SETTLE),
         _ => (IN_FLIGHT, SETTLE),
     };
+    // The broker's RSS right after it starts accepting may still be growing; `idle`
+    // lets it settle and reads its baseline again just before the first connect.
+    let baseline = match params.scenario {
+        Scenario::Idle => {
+            sleep(settle).await;
+            rss.now()
+        }
+        _ => rss.idle(),
+    };
     let (cpu0, started) = (procfs::cpu_time(), Instant::now());
     let Storm {
         clients,
@@ -71,7 +81,7 @@ pub async fn run(
     let hold = Duration::from_secs_f64(params.duration_s).saturating_sub(settle);
     sleep(hold).await;
     if established > 0 {
-        let grown = connected_rss.saturating_sub(rss.idle()) as f64;
+        let grown = connected_rss.saturating_sub(baseline) as f64;
         report.rss_per_connection_kib = Some(round(grown / f64::from(established), 2));
     }
     report.elapsed_s = round(started.elapsed().as_secs_f64(), 3);
