@@ -11,6 +11,12 @@
 # with its error and the comparison goes on. Ends with bench-report OUT (summary.md,
 # summary.json, throughput.svg, latency.svg). See benches/README.md.
 #
+# Opt-in scenarios, not in the default list: tls-qos0, tls-qos1, tls-connections and
+# tls-idle run the loadgen's qos0, qos1, connections and idle over TLS (--tls-ca), against
+# raftmq's --tls-addr and a Mosquitto TLS listener on the same certificates, made once
+# per run by scripts/test-certs.sh; rumqttd is not set up for TLS and is recorded as
+# skipped. tls-idle: 5,000 idle TLS clients opened 50 at a time, RSS per connection.
+#
 # LOADGEN=/path/to/loadgen uses that binary instead of building one (testing the script).
 set -euo pipefail
 
@@ -30,7 +36,7 @@ STOP_TIMEOUT=10    # s between SIGTERM and SIGKILL
 BUILD_TIMEOUT=3600 # s for a cargo build or install
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -126,8 +132,9 @@ first_line() {
     o=$("$@" 2>&1 || true)
     printf '%s' "${o%%$'\n'*}"
 }
+# Untracked files (earlier results, this run's own folder) do not change the build.
 versions="raftmq $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-[ -z "$(git -C "$ROOT" status --porcelain 2>/dev/null || true)" ] || versions+=" (uncommitted changes)"
+[ -z "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null || true)" ] || versions+=" (uncommitted changes)"
 [ -z "$MOSQUITTO" ] || versions+=", $(first_line "$MOSQUITTO" -h)"
 [ -z "$RUMQTTD" ] || versions+=", $(first_line "$RUMQTTD" --version)"
 cat >"$out/meta.json" <<EOF
@@ -155,6 +162,14 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# TLS scenarios: one CA, server certificate (127.0.0.1, localhost) and key for the run.
+CERTS=$WORK/certs
+case " $scenarios " in *" tls-"*)
+    log "making test certificates (scripts/test-certs.sh)"
+    bash "$ROOT/scripts/test-certs.sh" "$CERTS" >"$WORK/certs.log" 2>&1 \
+        || { cat "$WORK/certs.log" >&2; echo "compare.sh: scripts/test-certs.sh failed" >&2; exit 1; }
+esac
+
 # Below the kernel's ephemeral range (32768+), where the loadgen's 10k client ports live.
 free_port() {
     local p i
@@ -168,7 +183,7 @@ free_port() {
     return 1
 }
 
-write_configs() { # port
+write_configs() { # port tls|plain
     cat >"$WORK/mosquitto.conf" <<EOF
 listener $1 127.0.0.1
 allow_anonymous true
@@ -177,6 +192,16 @@ max_queued_messages 0
 # raftmq sets TCP_NODELAY; without it Mosquitto's latency would suffer from Nagle's delay.
 set_tcp_nodelay true
 EOF
+    if [ "$2" = tls ]; then
+        # Options of the listener above. user root: started as root, Mosquitto drops to
+        # its own user before reading the key, which lives in our root-only WORK.
+        cat >>"$WORK/mosquitto.conf" <<EOF
+user root
+cafile $CERTS/ca.pem
+certfile $CERTS/server.pem
+keyfile $CERTS/server.key
+EOF
+    fi
     # Only the v4 listener: the default config's v5, websocket, console and prometheus
     # listeners would bind fixed ports. next_connection_delay_ms defaults to 1, which
     # would cap accepts at 1000/s.
@@ -201,12 +226,18 @@ next_connection_delay_ms = 0
 EOF
 }
 
-start_broker() { # name port log
-    local name=$1 port=$2 blog=$3
-    write_configs "$port"
+start_broker() { # name port log tls|plain [TCP port of raftmq over TLS]
+    local name=$1 port=$2 blog=$3 tls=$4 mqtt_port=$2
+    local tls_args=()
+    write_configs "$port" "$tls"
+    if [ "$tls" = tls ]; then
+        # raftmq always has a TCP listener: it goes on another port, unused.
+        mqtt_port=$5
+        tls_args=(--tls-addr "127.0.0.1:$port" --tls-cert-file "$CERTS/server.pem" --tls-key-file "$CERTS/server.key")
+    fi
     case $name in
         # In WORK so that nothing lands in the caller's directory (./data).
-        raftmq) (cd "$WORK" && exec "$RAFTMQ" --mqtt-addr "127.0.0.1:$port" --cluster-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --data-dir "$WORK/raftmq-data-$port" --max-connections 20000) >"$blog" 2>&1 & ;;
+        raftmq) (cd "$WORK" && exec "$RAFTMQ" --mqtt-addr "127.0.0.1:$mqtt_port" "${tls_args[@]}" --cluster-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --data-dir "$WORK/raftmq-data-$port" --max-connections 20000) >"$blog" 2>&1 & ;;
         mosquitto) "$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$blog" 2>&1 & ;;
         rumqttd) "$RUMQTTD" -q -c "$WORK/rumqttd.toml" >"$blog" 2>&1 & ;;
     esac
@@ -250,11 +281,21 @@ record_error() { # scenario broker round message
 run_one() { # round scenario broker
     local round=$1 scenario=$2 broker=$3 port blog="$WORK/broker.log"
     local stdout="$WORK/loadgen.out" stderr="$WORK/loadgen.err" rc=0 line
-    if ! port=$(free_port); then
+    local tls=plain plain_port="" loadgen_scenario=$scenario loadgen_tls=()
+    if [[ $scenario == tls-* ]]; then
+        tls=tls
+        loadgen_scenario=${scenario#tls-}
+        loadgen_tls=(--tls-ca "$CERTS/ca.pem")
+        if [ "$broker" = rumqttd ]; then
+            record_error "$scenario" "$broker" "$round" "skipped: compare.sh does not set rumqttd up for TLS"
+            return
+        fi
+    fi
+    if ! port=$(free_port) || { [ "$tls" = tls ] && ! plain_port=$(free_port); }; then
         record_error "$scenario" "$broker" "$round" "no free port"
         return
     fi
-    start_broker "$broker" "$port" "$blog"
+    start_broker "$broker" "$port" "$blog" "$tls" "$plain_port"
     if ! wait_ready "$port"; then
         local why="did not accept TCP within ${START_TIMEOUT}s"
         kill -0 "$BROKER_PID" 2>/dev/null || why="exited at start"
@@ -267,8 +308,8 @@ run_one() { # round scenario broker
     # The loadgen bounds its own run; this bounds a loadgen that hangs anyway.
     local limit
     limit=$(awk -v d="$duration" 'BEGIN { printf "%d", d * 3 + 120 }')
-    timeout -k 10 "$limit" "$LOADGEN" "$scenario" --broker "127.0.0.1:$port" \
-        --label "$broker" --broker-pid "$BROKER_PID" --duration "$duration" \
+    timeout -k 10 "$limit" "$LOADGEN" "$loadgen_scenario" --broker "127.0.0.1:$port" \
+        --label "$broker" --broker-pid "$BROKER_PID" --duration "$duration" "${loadgen_tls[@]}" \
         >"$stdout" 2>"$stderr" &
     LOADGEN_PID=$!
     wait "$LOADGEN_PID" || rc=$?

@@ -10,6 +10,12 @@
       Connects with a QoS 1 will, prints "READY", then waits to be killed.
 
 Every command gives up with exit status 1 after --timeout seconds (default 10).
+
+Transport and credentials, after the command's arguments:
+  --tls-ca FILE           TLS, the server's certificate checked against FILE (and its
+                          name against HOST); --cert FILE --key FILE: a client certificate
+  --ws                    MQTT over WebSocket (path /mqtt; with --tls-ca: wss)
+  --user NAME --password PW
 """
 import argparse
 import sys
@@ -22,7 +28,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 def make_client(args, client_id):
     protocol = mqtt.MQTTv5 if args.v5 else mqtt.MQTTv311
-    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+    transport = "websockets" if args.ws else "tcp"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, transport=transport
+    )
+    if args.ws:
+        client.ws_set_options(path="/mqtt")
+    if args.tls_ca:
+        client.tls_set(ca_certs=args.tls_ca, certfile=args.cert, keyfile=args.key)
+    if args.user is not None:
+        client.username_pw_set(args.user, args.password)
+    return client
 
 
 def fail(message):
@@ -32,17 +48,26 @@ def fail(message):
 
 def connect(client, args):
     connected = threading.Event()
+    refused = []
 
     def on_connect(_client, _userdata, _flags, reason_code, _properties):
+        # Judged on the main thread: exiting from paho's network thread would only end
+        # that thread.
         if reason_code.is_failure:
-            fail(f"CONNECT refused: {reason_code}")
+            refused.append(reason_code)
         connected.set()
 
     client.on_connect = on_connect
-    client.connect(args.host, args.port, keepalive=30)
+    try:
+        client.connect(args.host, args.port, keepalive=30)
+    except (OSError, ValueError) as e:  # ssl.SSLError and refused sockets are OSErrors
+        fail(f"connect failed: {e!r}")
     client.loop_start()
     if not connected.wait(args.timeout):
         fail("no CONNACK")
+    if refused:
+        client.loop_stop()
+        fail(f"CONNECT refused: {refused[0]}")
 
 
 def cmd_sub(args):
@@ -118,6 +143,12 @@ def main():
         if name == "pub":
             p.add_argument("--retain", action="store_true")
         p.add_argument("--v5", action="store_true", dest="v5_sub")
+        p.add_argument("--tls-ca", metavar="FILE")
+        p.add_argument("--cert", metavar="FILE")
+        p.add_argument("--key", metavar="FILE")
+        p.add_argument("--ws", action="store_true")
+        p.add_argument("--user")
+        p.add_argument("--password")
         p.add_argument("--timeout", type=float, dest="timeout_sub")
     args = parser.parse_args()
     args.v5 = args.v5 or args.v5_sub

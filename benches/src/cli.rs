@@ -6,6 +6,9 @@ use clap::{Parser, ValueEnum};
 /// the reference machine is 20,000 and the broker under test shares it, so 9,000 leaves
 /// room for the broker's own descriptors plus ours.
 pub const DEFAULT_CONNECTIONS: u32 = 9_000;
+/// Idle clients the `idle` scenario opens by default: fewer than `connections`, since
+/// over TLS each costs the load generator far more memory too.
+pub const DEFAULT_IDLE: u32 = 5_000;
 
 /// loadgen: drives any MQTT 3.1.1 broker and prints one JSON line of results.
 ///
@@ -24,6 +27,13 @@ pub const DEFAULT_CONNECTIONS: u32 = 9_000;
 ///   latency       1 -> 1 at 5,000 msgs/s, QoS 0, end-to-end latency percentiles
 ///   overload      4 -> 4, QoS 1, open loop; subscribers read at ~1/4 of the publish rate
 ///   connections   9,000 idle clients (needs --broker-pid), held for --duration (2 s)
+///   idle          5,000 idle clients opened 50 at a time once the broker settled for
+///                 2 s (needs --broker-pid), held for --duration (5 s): the broker's
+///                 memory per idle connection, without the transient peak of a connect
+///                 storm
+///
+/// With --tls-ca every client connects over TLS and the scenario is reported as
+/// tls-<scenario> (tls-qos0, tls-connections, ...).
 ///
 /// `loadgen failover ...` (its own flags: `loadgen failover --help`) kills a cluster
 /// node and times how long its persistent subscribers take to resume on the others.
@@ -87,6 +97,16 @@ pub struct Cli {
     /// [default: 9000, because the hard limit here is 20,000 and shared with the broker].
     #[arg(long, value_name = "N")]
     pub connections: Option<u32>,
+
+    /// Connect over TLS, checking the broker's certificate against the CA certificates
+    /// in FILE (PEM); the scenario is then reported as tls-<scenario> [default: TCP].
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// Name the broker's certificate must be valid for, a DNS name or an IP address
+    /// [default: the host of the first --broker].
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,6 +120,7 @@ pub enum Scenario {
     Latency,
     Overload,
     Connections,
+    Idle,
 }
 
 impl Scenario {
@@ -114,6 +135,7 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Overload => "overload",
             Scenario::Connections => "connections",
+            Scenario::Idle => "idle",
         }
     }
 }
@@ -122,6 +144,9 @@ impl Scenario {
 #[derive(Debug, Clone)]
 pub struct Params {
     pub scenario: Scenario,
+    /// The scenario's name in the report: tls-<name> over TLS.
+    pub name: String,
+    pub tls: bool,
     pub publishers: u32,
     pub subscribers: u32,
     pub qos: u8,
@@ -152,12 +177,22 @@ impl Params {
             Fanin => (16, 1),
             FaninShared => (16, 4),
             Latency => (1, 1),
-            Connections => (0, 0),
+            Connections | Idle => (0, 0),
         };
         let rate = cli.rate.or((s == Latency).then_some(5_000));
-        let default_duration = if s == Connections { 2.0 } else { 10.0 };
+        let default_duration = match s {
+            Connections => 2.0,
+            Idle => 5.0,
+            _ => 10.0,
+        };
+        let tls = cli.tls_ca.is_some();
         Params {
             scenario: s,
+            name: match tls {
+                true => format!("tls-{}", s.name()),
+                false => s.name().to_string(),
+            },
+            tls,
             publishers: cli.publishers.unwrap_or(publishers),
             subscribers: cli.subscribers.unwrap_or(subscribers),
             qos: cli
@@ -169,7 +204,11 @@ impl Params {
             open_loop: s == Overload || rate.is_some(),
             rate,
             duration_s: cli.duration.unwrap_or(default_duration),
-            connections: (s == Connections).then(|| cli.connections.unwrap_or(DEFAULT_CONNECTIONS)),
+            connections: match s {
+                Connections => Some(cli.connections.unwrap_or(DEFAULT_CONNECTIONS)),
+                Idle => Some(cli.connections.unwrap_or(DEFAULT_IDLE)),
+                _ => None,
+            },
             shared: s == FaninShared,
             slow_subscribers: s == Overload,
             durable_subscribers: s == Durable,
@@ -206,5 +245,19 @@ mod tests {
             (q.publishers, q.subscribers, q.qos, q.inflight, q.window)
         );
         assert_eq!((d.qos, d.inflight, d.open_loop), (1, 64, false));
+    }
+
+    #[test]
+    fn tls_runs_are_named_apart() {
+        let plain = params(&["qos0", "--broker", "127.0.0.1:1883"]);
+        let tls = params(&["qos0", "--broker", "127.0.0.1:8883", "--tls-ca", "ca.pem"]);
+        assert_eq!((plain.name.as_str(), plain.tls), ("qos0", false));
+        assert_eq!((tls.name.as_str(), tls.tls), ("tls-qos0", true));
+        let idle = params(&["idle", "--broker", "127.0.0.1:8883", "--tls-ca", "ca.pem"]);
+        assert_eq!(idle.name, "tls-idle");
+        assert_eq!(
+            (idle.connections, idle.duration_s),
+            (Some(DEFAULT_IDLE), 5.0)
+        );
     }
 }

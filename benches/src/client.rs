@@ -1,18 +1,27 @@
-//! A bare MQTT 3.1.1 client: a TCP stream, a big read buffer decoded frame by frame with
-//! mqttbytes, and a write buffer flushed in one `write` per batch. Nothing is spawned and
-//! nothing is copied beyond what mqttbytes does, so the generator stays cheap.
+//! A bare MQTT 3.1.1 client: a TCP (or TLS over TCP) stream, a big read buffer decoded
+//! frame by frame with mqttbytes, and a write buffer flushed in one `write` per batch.
+//! Nothing is spawned and nothing is copied beyond what mqttbytes does, so the generator
+//! stays cheap.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::{BufMut, BytesMut};
 use mqttbytes::v4::{self, Packet};
 use mqttbytes::QoS;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 /// Bound on connecting and on waiting for CONNACK or SUBACK.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,8 +33,106 @@ const MAX_FRAME: usize = 2 << 20;
 /// How much we ask the kernel for per read when not throttled.
 pub const READ_CHUNK: usize = 256 << 10;
 
+/// How every client of this process reaches the broker: set once, by `use_tls`, before
+/// the first connect; plain TCP when never set.
+static TLS: OnceLock<Tls> = OnceLock::new();
+
+struct Tls {
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+/// Makes every later connection TLS: the broker's certificate must chain to a CA in
+/// `ca_file` (PEM) and be valid for `server_name` (a DNS name or an IP address).
+pub fn use_tls(ca_file: &Path, server_name: &str) -> anyhow::Result<()> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .with_context(|| format!("--tls-ca {}", ca_file.display()))?;
+    for cert in certs {
+        let cert = cert.with_context(|| format!("--tls-ca {}: bad PEM", ca_file.display()))?;
+        roots
+            .add(cert)
+            .context("--tls-ca: unusable CA certificate")?;
+    }
+    if roots.is_empty() {
+        bail!("--tls-ca {}: no certificate in it", ca_file.display());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server_name = ServerName::try_from(server_name.to_string())
+        .map_err(|e| anyhow!("--tls-server-name {server_name}: {e}"))?;
+    let tls = Tls {
+        connector: TlsConnector::from(Arc::new(config)),
+        server_name,
+    };
+    TLS.set(tls)
+        .map_err(|_| anyhow!("TLS was already configured"))
+}
+
+/// The connection under the MQTT client.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    async fn read_buf(&mut self, buf: &mut impl BufMut) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read_buf(buf).await,
+            Stream::Tls(s) => s.read_buf(buf).await,
+        }
+    }
+
+    /// Writes all of `data` and, over TLS, the records it became.
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.write_all(data).await,
+            Stream::Tls(s) => {
+                s.write_all(data).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    /// What is readable without waiting; `WouldBlock` when nothing is.
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Tls(s) => {
+                // One poll with a waker that does nothing: decrypts what the socket
+                // already holds. A later real poll registers its own waker.
+                let mut cx = TaskContext::from_waker(Waker::noop());
+                let spare = buf.spare_capacity_mut();
+                let mut rb = ReadBuf::uninit(spare);
+                match Pin::new(&mut **s).poll_read(&mut cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        // SAFETY: poll_read initialised and filled these n bytes of the
+                        // spare capacity.
+                        unsafe { buf.advance_mut(n) };
+                        Ok(n)
+                    }
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            }
+        }
+    }
+}
+
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     pub wbuf: BytesMut,
     /// The CONNACK's "session present": the broker resumed a stored session.
@@ -66,6 +173,17 @@ impl Client {
             .map_err(|_| anyhow!("connect {addr}: timed out"))?
             .with_context(|| format!("connect {addr}"))?;
         stream.set_nodelay(true)?;
+        let stream = match TLS.get() {
+            None => Stream::Tcp(stream),
+            Some(tls) => {
+                let handshake = tls.connector.connect(tls.server_name.clone(), stream);
+                let tls_stream = timeout(SETUP_TIMEOUT, handshake)
+                    .await
+                    .map_err(|_| anyhow!("TLS handshake with {addr}: timed out"))?
+                    .with_context(|| format!("TLS handshake with {addr}"))?;
+                Stream::Tls(Box::new(tls_stream))
+            }
+        };
         let mut client = Client {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -91,7 +209,7 @@ impl Client {
 
     /// Subscribes to all `filters` in one SUBSCRIBE and checks every grant.
     pub async fn subscribe(&mut self, filters: &[String], qos: QoS) -> anyhow::Result<()> {
-        let peer = self.stream.peer_addr()?;
+        let peer = self.stream.tcp().peer_addr()?;
         let mut sub = v4::Subscribe::new_many(
             (filters.iter()).map(|f| v4::SubscribeFilter::new(f.clone(), qos)),
         );

@@ -1,5 +1,8 @@
 //! The `connections` scenario: open many idle clients as fast as bounded concurrency
-//! allows, then measure what each one costs the broker in memory.
+//! allows, then measure what each one costs the broker in memory. `idle` opens fewer,
+//! fewer at a time, and lets the broker settle longer, before (for its baseline) and
+//! after, so that its reading is the cost of holding a connection rather than the
+//! high-water mark of a storm of handshakes or the broker's own warm-up.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -8,7 +11,7 @@ use anyhow::bail;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout_at};
 
-use crate::cli::Params;
+use crate::cli::{Params, Scenario};
 use crate::client::Client;
 use crate::procfs::{self, RssSampler};
 use crate::report::{round, Connections, Report};
@@ -16,6 +19,8 @@ use crate::report::{round, Connections, Report};
 /// Handshakes in progress at once: enough to keep the broker busy, few enough not to
 /// overflow its listen backlog.
 const IN_FLIGHT: usize = 500;
+/// Handshakes in progress at once for `idle`.
+const IDLE_IN_FLIGHT: usize = 50;
 /// Descriptors we keep for ourselves beyond the clients (runtime, stdio, /proc reads).
 const FD_RESERVE: u64 = 100;
 /// Source ports per source address before moving to the next one; below the ~28,000
@@ -25,6 +30,8 @@ const PER_SOURCE_ADDR: u32 = 25_000;
 const CONNECT_PHASE: Duration = Duration::from_secs(60);
 /// Time for the broker to finish settling the last connections before RSS is read.
 const SETTLE: Duration = Duration::from_secs(1);
+/// The same for `idle`: long enough for deferred frees and the allocator to catch up.
+const IDLE_SETTLE: Duration = Duration::from_secs(2);
 
 pub async fn run(
     params: &Params,
@@ -33,15 +40,31 @@ pub async fn run(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let Some(rss) = rss else {
-        bail!("connections needs --broker-pid to measure the broker's memory");
+        bail!(
+            "{} needs --broker-pid to measure the broker's memory",
+            params.name
+        );
     };
     let target = capped_target(params.connections.unwrap_or(0), report);
+    let (in_flight, settle) = match params.scenario {
+        Scenario::Idle => (IDLE_IN_FLIGHT, IDLE_SETTLE),
+        _ => (IN_FLIGHT, SETTLE),
+    };
+    // The broker's RSS right after it starts accepting may still be growing; `idle`
+    // lets it settle and reads its baseline again just before the first connect.
+    let baseline = match params.scenario {
+        Scenario::Idle => {
+            sleep(settle).await;
+            rss.now()
+        }
+        _ => rss.idle(),
+    };
     let (cpu0, started) = (procfs::cpu_time(), Instant::now());
     let Storm {
         clients,
         failed,
         first_error,
-    } = connect_storm(target, brokers).await?;
+    } = connect_storm(target, brokers, in_flight).await?;
     let connect_secs = started.elapsed().as_secs_f64();
     // The connect storm is the load; holding idle clients costs us nothing.
     report.loadgen_cpu_pct = round(procfs::cpu_pct(cpu0, started), 1);
@@ -53,12 +76,12 @@ pub async fn run(
         connects_per_sec: round(f64::from(established) / connect_secs.max(1e-9), 1),
     });
 
-    sleep(SETTLE).await;
+    sleep(settle).await;
     let connected_rss = rss.now();
-    let hold = Duration::from_secs_f64(params.duration_s).saturating_sub(SETTLE);
+    let hold = Duration::from_secs_f64(params.duration_s).saturating_sub(settle);
     sleep(hold).await;
     if established > 0 {
-        let grown = connected_rss.saturating_sub(rss.idle()) as f64;
+        let grown = connected_rss.saturating_sub(baseline) as f64;
         report.rss_per_connection_kib = Some(round(grown / f64::from(established), 2));
     }
     report.elapsed_s = round(started.elapsed().as_secs_f64(), 3);
@@ -80,8 +103,12 @@ struct Storm {
     first_error: Option<String>,
 }
 
-/// Connects `target` clients, `IN_FLIGHT` at a time, within `CONNECT_PHASE`.
-async fn connect_storm(target: u32, brokers: &[SocketAddr]) -> anyhow::Result<Storm> {
+/// Connects `target` clients, `in_flight` at a time, within `CONNECT_PHASE`.
+async fn connect_storm(
+    target: u32,
+    brokers: &[SocketAddr],
+    in_flight: usize,
+) -> anyhow::Result<Storm> {
     let run = format!("{:x}", std::process::id());
     let phase_end = Instant::now() + CONNECT_PHASE;
     let mut storm = Storm {
@@ -92,7 +119,7 @@ async fn connect_storm(target: u32, brokers: &[SocketAddr]) -> anyhow::Result<St
     let mut tasks = JoinSet::new();
     let mut next = 0u32;
     while next < target || !tasks.is_empty() {
-        while next < target && tasks.len() < IN_FLIGHT {
+        while next < target && tasks.len() < in_flight {
             let addr = brokers[next as usize % brokers.len()];
             let (id, bind) = (format!("lg-{run}-c{next}"), source_addr(addr, next));
             tasks.spawn(async move { Client::connect(addr, &id, bind).await });

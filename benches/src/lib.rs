@@ -7,7 +7,7 @@
 //! - `publisher` / `subscriber`: the two client roles of a publish/subscribe run.
 //! - `tracker`: which sequence numbers arrived; loss, duplicates, reordering.
 //! - `pubsub`: the publish/subscribe scenarios end to end.
-//! - `connections`: the idle-connections scenario.
+//! - `connections`: the idle-connections scenarios (`connections`, `idle`).
 //! - `failover`: `loadgen failover`, the time a cluster takes to serve a killed node's
 //!   persistent subscribers again (its own flags).
 //! - `procfs`: broker RSS, our CPU time and fd limit from /proc.
@@ -46,14 +46,31 @@ pub async fn run(cli: &Cli) -> Report {
 
 async fn run_scenario(params: &Params, cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
     let brokers = resolve(&cli.brokers).await?;
+    if let Some(ca) = &cli.tls_ca {
+        let name = match &cli.tls_server_name {
+            Some(name) => name.clone(),
+            None => host_of(&cli.brokers[0]),
+        };
+        client::use_tls(ca, &name)?;
+    }
     // Started before any client connects: its first reading is the idle footprint.
     let rss = cli.broker_pid.map(procfs::RssSampler::start).transpose()?;
     let result = match params.scenario {
-        Scenario::Connections => connections::run(params, &brokers, rss.as_ref(), report).await,
+        Scenario::Connections | Scenario::Idle => {
+            connections::run(params, &brokers, rss.as_ref(), report).await
+        }
         _ => pubsub::run(params, &brokers, report).await,
     };
     report.broker_rss_kib = rss.map(procfs::RssSampler::finish);
     result
+}
+
+/// The host part of HOST:PORT or [V6]:PORT, without brackets.
+fn host_of(broker: &str) -> String {
+    let host = broker.rsplit_once(':').map_or(broker, |(host, _)| host);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }
 
 pub(crate) async fn resolve(brokers: &[String]) -> anyhow::Result<Vec<SocketAddr>> {

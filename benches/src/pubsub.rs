@@ -38,7 +38,7 @@ pub async fn run(
     if np == 0 || ns == 0 {
         bail!(
             "{} needs at least one publisher and one subscriber",
-            params.scenario.name()
+            params.name
         );
     }
     let qos = match params.qos {

@@ -11,7 +11,8 @@ use crate::procfs::RssReport;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
-    pub scenario: &'static str,
+    /// tls-<scenario> over TLS.
+    pub scenario: String,
     pub broker: String,
     pub params: ParamsOut,
     pub elapsed_s: f64,
@@ -88,7 +89,7 @@ impl Report {
     /// An empty report for `params`, to be filled in by the scenario.
     pub fn new(params: &Params, broker: String) -> Report {
         Report {
-            scenario: params.scenario.name(),
+            scenario: params.name.clone(),
             broker,
             params: ParamsOut::new(params),
             elapsed_s: 0.0,

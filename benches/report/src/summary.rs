@@ -12,7 +12,7 @@ use crate::stats::{median, ratio};
 pub const REFERENCE: &str = "raftmq";
 
 /// The order the loadgen's scenarios are usually run in; others follow as first seen.
-const SCENARIO_ORDER: [&str; 8] = [
+const SCENARIO_ORDER: [&str; 13] = [
     "qos0",
     "qos1",
     "fanout",
@@ -21,6 +21,11 @@ const SCENARIO_ORDER: [&str; 8] = [
     "latency",
     "overload",
     "connections",
+    "idle",
+    "tls-qos0",
+    "tls-qos1",
+    "tls-connections",
+    "tls-idle",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,10 +130,38 @@ const OVERLOAD: [Figure; 3] = [
     DELIVERIES,
 ];
 
+/// `idle`: the memory an idle connection holds is the headline, connects/s a side note
+/// (the clients are opened a few at a time, not as fast as possible).
+const IDLE: [Figure; 3] = [
+    Figure {
+        key: "rss_per_connection_kib",
+        label: "KiB/connection",
+        better: Better::Lower,
+        get: |r| r.rss_per_connection_kib,
+        fmt: fmt_1,
+    },
+    Figure {
+        key: "established",
+        label: "established",
+        better: Better::Higher,
+        get: |r| r.connections.as_ref()?.established.map(|n| n as f64),
+        fmt: fmt_int,
+    },
+    Figure {
+        key: "connects_per_sec",
+        label: "connects/s",
+        better: Better::Higher,
+        get: |r| r.connections.as_ref()?.connects_per_sec,
+        fmt: fmt_int,
+    },
+];
+
+/// The figures of a scenario; a tls-<scenario> has those of <scenario>.
 pub fn figures_for(scenario: &str) -> &'static [Figure] {
-    match scenario {
+    match scenario.strip_prefix("tls-").unwrap_or(scenario) {
         "latency" => &LATENCY,
         "connections" => &CONNECTIONS,
+        "idle" => &IDLE,
         "overload" => &OVERLOAD,
         _ => &THROUGHPUT,
     }
