@@ -13,22 +13,26 @@ async fn raft_metrics_agree_across_nodes() {
     let c = Cluster::start(3).await;
     let leader = c.wait_leader().await;
     // A term or leader still settling is waited out; one leader, agreed, is the end.
-    c.wait_until("the nodes' metrics to agree on one leader", CLUSTER_TIMEOUT, |c| async move {
-        let mut scrapes = Vec::new();
-        for id in c.ids() {
-            scrapes.push(Scrape::of(c.node(id).http).await);
-        }
-        let leaders = scrapes
-            .iter()
-            .filter(|s| s.value("raftmq_raft_is_leader", &[]) == 1.0)
-            .count();
-        let term = scrapes[0].value("raftmq_raft_term", &[]);
-        leaders == 1
-            && scrapes.iter().all(|s| {
-                s.value("raftmq_raft_term", &[]) == term
-                    && s.get("raftmq_raft_leader_id", &[]) == Some(leader as f64)
-            })
-    })
+    c.wait_until(
+        "the nodes' metrics to agree on one leader",
+        CLUSTER_TIMEOUT,
+        |c| async move {
+            let mut scrapes = Vec::new();
+            for id in c.ids() {
+                scrapes.push(Scrape::of(c.node(id).http).await);
+            }
+            let leaders = scrapes
+                .iter()
+                .filter(|s| s.value("raftmq_raft_is_leader", &[]) == 1.0)
+                .count();
+            let term = scrapes[0].value("raftmq_raft_term", &[]);
+            leaders == 1
+                && scrapes.iter().all(|s| {
+                    s.value("raftmq_raft_term", &[]) == term
+                        && s.get("raftmq_raft_leader_id", &[]) == Some(leader as f64)
+                })
+        },
+    )
     .await;
     for id in c.ids() {
         let s = Scrape::of(c.node(id).http).await;
@@ -45,7 +49,11 @@ async fn raft_metrics_agree_across_nodes() {
         assert!(s.value("raftmq_cluster_leader_changes_total", &[]) >= 1.0);
     }
 
-    let follower = c.ids().into_iter().find(|&id| id != leader).expect("a follower");
+    let follower = c
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
     let http = c.node(follower).http;
     let before = Scrape::of(http).await;
     let _client = Opts::new(Version::V4, "m1")

@@ -63,7 +63,10 @@ async fn counters_follow_traffic() {
     let wrong = Opts::new(Version::V4, "mallory").login("alice", "Wonderland");
     match wrong.try_connect(broker.addr).await {
         Err(Ev::ConnAck { code: 0x04, .. }) => {}
-        other => panic!("a wrong password was not refused as such: {:?}", other.err()),
+        other => panic!(
+            "a wrong password was not refused as such: {:?}",
+            other.err()
+        ),
     }
 
     // Each count above was made before the client saw its effect: no waiting needed,

@@ -13,6 +13,9 @@ use std::process::{Command, Stdio};
 
 use super::cluster::http_get;
 
+/// A sample's labels, in the text's order.
+type Labels = Vec<(String, String)>;
+
 /// One scrape: its text and its samples.
 #[derive(Debug, Clone)]
 pub struct Scrape {
@@ -47,10 +50,9 @@ impl Scrape {
             let (name, labels, value) = parse_sample(line).map_err(at)?;
             let family = family_of(&name, &types)
                 .ok_or_else(|| at(format!("{name} has no # TYPE before it")))?;
-            if types[family] == "histogram" && name.ends_with("_bucket") {
-                if !labels.iter().any(|(k, _)| k == "le") {
-                    return Err(at("a histogram bucket without le".into()));
-                }
+            let is_bucket = types[family] == "histogram" && name.ends_with("_bucket");
+            if is_bucket && !labels.iter().any(|(k, _)| k == "le") {
+                return Err(at("a histogram bucket without le".into()));
             }
             let key = series_key(&name, &labels);
             if samples.insert(key.clone(), value).is_some() {
@@ -118,7 +120,7 @@ fn parse_comment(comment: &str, types: &mut HashMap<String, String>) -> Result<(
 }
 
 /// `name{labels} value [timestamp]`.
-fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>, f64), String> {
+fn parse_sample(line: &str) -> Result<(String, Labels, f64), String> {
     let name_end = line.find(['{', ' ']).ok_or("no value")?;
     let name = &line[..name_end];
     valid_name(name)?;
@@ -150,7 +152,7 @@ fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>, f64), Stri
 }
 
 /// `k="v",...}` and what follows the `}`.
-fn parse_labels(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         if let Some(after) = s.strip_prefix('}') {
@@ -164,7 +166,10 @@ fn parse_labels(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
         if !key_ok {
             return Err(format!("bad label name {key:?}"));
         }
-        let mut chars = s[eq + 1..].strip_prefix('"').ok_or("unquoted label value")?.char_indices();
+        let mut chars = s[eq + 1..]
+            .strip_prefix('"')
+            .ok_or("unquoted label value")?
+            .char_indices();
         let mut value = String::new();
         let end = loop {
             match chars.next().ok_or("unterminated label value")? {
@@ -200,7 +205,12 @@ fn family_of<'a>(name: &'a str, types: &HashMap<String, String>) -> Option<&'a s
     ["_bucket", "_sum", "_count"]
         .iter()
         .filter_map(|s| name.strip_suffix(s))
-        .find(|f| matches!(types.get(*f).map(String::as_str), Some("histogram" | "summary")))
+        .find(|f| {
+            matches!(
+                types.get(*f).map(String::as_str),
+                Some("histogram" | "summary")
+            )
+        })
 }
 
 fn series_key(name: &str, labels: &[(String, String)]) -> String {
@@ -243,7 +253,10 @@ pub fn run_promtool(promtool: &Path, args: &[&str], stdin: &str) -> Result<Strin
     );
     match out.status.success() {
         true => Ok(text),
-        false => Err(format!("promtool {args:?} failed ({}):\n{text}", out.status)),
+        false => Err(format!(
+            "promtool {args:?} failed ({}):\n{text}",
+            out.status
+        )),
     }
 }
 
@@ -259,14 +272,14 @@ mod tests {
         assert_eq!(s.value("a_total", &[("y", "q\""), ("x", "1")]), 3.0);
         assert_eq!(s.value("h_count", &[]), 2.0);
         for bad in [
-            "a 1\n",                              // no TYPE
-            "# TYPE a gauge\na 1",                // no final newline
-            "# TYPE a gauge\na{x=1} 1\n",         // unquoted label value
-            "# TYPE a gauge\na one\n",            // not a number
-            "# TYPE a gauge\na 1\na 2\n",         // the same series twice
-            "# TYPE a gauge\n# TYPE a gauge\n",   // two TYPEs
-            "# TYPE 1a gauge\n",                  // bad name
-            "# TYPE h histogram\nh_bucket 1\n",   // a bucket without le
+            "a 1\n",                            // no TYPE
+            "# TYPE a gauge\na 1",              // no final newline
+            "# TYPE a gauge\na{x=1} 1\n",       // unquoted label value
+            "# TYPE a gauge\na one\n",          // not a number
+            "# TYPE a gauge\na 1\na 2\n",       // the same series twice
+            "# TYPE a gauge\n# TYPE a gauge\n", // two TYPEs
+            "# TYPE 1a gauge\n",                // bad name
+            "# TYPE h histogram\nh_bucket 1\n", // a bucket without le
         ] {
             assert!(Scrape::parse(bad).is_err(), "{bad:?} parsed");
         }

@@ -228,7 +228,12 @@ impl Histogram {
     pub fn snapshot(&self) -> HistogramSnapshot {
         let counts: Vec<u64> = self.counts.iter().map(Metrics::get).collect();
         HistogramSnapshot {
-            buckets: self.bounds.iter().copied().zip(counts.iter().copied()).collect(),
+            buckets: self
+                .bounds
+                .iter()
+                .copied()
+                .zip(counts.iter().copied())
+                .collect(),
             count: counts.iter().sum(),
             sum: f64::from_bits(self.sum.load(Ordering::Relaxed)),
         }
@@ -255,13 +260,15 @@ mod tests {
     #[test]
     fn every_connack_refusal_has_a_reason() {
         assert_eq!(Refusal::of_code(0x86), Refusal::BadCredentials);
-        assert_eq!(Refusal::of_code(reason::USE_ANOTHER_SERVER), Refusal::Unavailable);
+        assert_eq!(
+            Refusal::of_code(reason::USE_ANOTHER_SERVER),
+            Refusal::Unavailable
+        );
         assert_eq!(
             Refusal::of_code(reason::UNSUPPORTED_PROTOCOL_VERSION),
             Refusal::Protocol
         );
-        let labels: std::collections::HashSet<_> =
-            Refusal::ALL.iter().map(|r| r.label()).collect();
+        let labels: std::collections::HashSet<_> = Refusal::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), Refusal::ALL.len());
     }
 }

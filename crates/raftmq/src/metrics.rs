@@ -217,7 +217,10 @@ fn encode_engine(e: &mut DescriptorEncoder, m: &Metrics, g: &Gauges) -> fmt::Res
         "Sessions in the cluster: online (client connected to any node) and offline \
          (persistent, client away).",
         "state",
-        &[("online", g.sessions_online), ("offline", g.sessions_offline)],
+        &[
+            ("online", g.sessions_online),
+            ("offline", g.sessions_offline),
+        ],
     )?;
     let gauge_list: [(&str, &str, Option<&Unit>, u64); 6] = [
         (
@@ -306,7 +309,11 @@ fn encode_raft(e: &mut DescriptorEncoder, s: &NodeStats) -> fmt::Result {
         flag(r.ready),
     )?;
     let indexes = [
-        ("raftmq_raft_commit_index", "Last committed log index.", r.commit_index),
+        (
+            "raftmq_raft_commit_index",
+            "Last committed log index.",
+            r.commit_index,
+        ),
         (
             "raftmq_raft_applied_index",
             "Last log index applied here.",
