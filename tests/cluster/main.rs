@@ -3,8 +3,8 @@
 //! sockets: MQTT with rumqttc (or the byte-level client), the HTTP API, and the
 //! `raftmq cluster` CLI.
 //!
-//! Files are numbered by kind (STYLE.md 15): t10 forming a cluster, t15 who may talk to
-//! it (cluster secret, cluster TLS, admin token), t20 routing across
+//! Files are numbered by kind (STYLE.md 15): t10 forming a cluster (and its metrics),
+//! t15 who may talk to it (cluster secret, cluster TLS, admin token), t20 routing across
 //! nodes, t30 sessions across nodes, t40 membership, t50 failures and restarts, t60
 //! bad flags, t70 failover under load, partitions included (tests/support/checker.rs),
 //! t72-t78 partial partitions, pauses, power loss, damaged data dirs and clock jumps,
@@ -18,6 +18,7 @@
 mod support;
 
 mod t10_form;
+mod t10_metrics;
 mod t15_cluster_security;
 mod t15_cluster_tls;
 mod t20_pubsub;

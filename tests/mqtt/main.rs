@@ -3,9 +3,10 @@
 //! it can express the scenario and a byte-level client where the wire must be exact.
 //!
 //! Files are numbered by kind (STYLE.md 15): t10 basic, t20 sessions/retained/will,
-//! t30 5.0 features, t40 limits and ACL, t50 bad input, t60 config. A scenario that
-//! applies to both protocol versions is one `async fn scenario(v: Version)` plus
-//! `both!(scenario)`, which makes the tests `scenario::v4` and `scenario::v5`.
+//! t30 5.0 features, t40 limits and ACL, t50 bad input, t60 config, t70 monitoring
+//! (`/metrics`). A scenario that applies to both protocol versions is one
+//! `async fn scenario(v: Version)` plus `both!(scenario)`, which makes the tests
+//! `scenario::v4` and `scenario::v5`.
 //!
 //! Run against Mosquitto instead: `RAFTMQ_TEST_BROKER=mosquitto cargo test -p raftmq
 //! --test mqtt` (see tests/support/mod.rs).
@@ -43,3 +44,4 @@ mod t42_quotas;
 mod t45_slow_consumers;
 mod t50_bad_input;
 mod t60_config;
+mod t70_metrics;

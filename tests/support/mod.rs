@@ -10,6 +10,7 @@
 //! - [`client`]: rumqttc 3.1.1 / 5.0 clients behind one API, over TCP, TLS or WebSocket.
 //! - [`certs`]: a CA and certificates made at test time, for the TLS listeners.
 //! - [`raw`] and [`codec`]: a byte-level client for wire-exact tests.
+//! - [`metrics`]: `GET /metrics` scraped and parsed, and `promtool` when installed.
 //! - [`wait_until`]: the only way to wait for a condition (no bare sleeps).
 //!
 //! Environment knobs:
@@ -26,6 +27,7 @@ pub mod checker;
 pub mod client;
 pub mod cluster;
 pub mod codec;
+pub mod metrics;
 pub mod proxy;
 pub mod raw;
 pub mod roaming;
@@ -99,6 +101,8 @@ impl BrokerOpts {
 pub struct Broker {
     child: Child,
     pub addr: SocketAddr,
+    /// The HTTP API (`/metrics`, `/cluster`, ...); raftmq only.
+    pub http: SocketAddr,
     stderr_path: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -129,12 +133,13 @@ impl Broker {
     async fn try_start(opts: &BrokerOpts) -> Result<Broker, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr = free_addr();
+        let http = free_addr();
         let stderr_path = dir.path().join("broker.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let mut cmd = if use_mosquitto() {
             mosquitto_command(opts, addr, dir.path())
         } else {
-            raftmq_command(opts, addr, dir.path())
+            raftmq_command(opts, addr, http, dir.path())
         };
         let child = cmd
             .stdin(Stdio::null())
@@ -145,6 +150,7 @@ impl Broker {
         let mut broker = Broker {
             child,
             addr,
+            http,
             stderr_path,
             dir,
         };
@@ -221,14 +227,15 @@ pub fn free_addr() -> SocketAddr {
     listener.local_addr().expect("local addr")
 }
 
-fn raftmq_command(opts: &BrokerOpts, addr: SocketAddr, dir: &Path) -> Command {
+fn raftmq_command(opts: &BrokerOpts, addr: SocketAddr, http: SocketAddr, dir: &Path) -> Command {
     let config = dir.join("raftmq.toml");
     let data_dir = dir.join("data");
     let mut file = std::fs::File::create(&config).expect("config file");
     writeln!(file, "data_dir = {:?}", data_dir.display().to_string()).expect("write config");
-    // Port 0: parallel single-node tests must not collide on the default 7000/8080.
+    // Port 0, or one free a moment ago: parallel single-node tests must not collide on
+    // the default 7000/8080.
     writeln!(file, "cluster_addr = \"127.0.0.1:0\"").expect("write config");
-    writeln!(file, "http_addr = \"127.0.0.1:0\"").expect("write config");
+    writeln!(file, "http_addr = \"{http}\"").expect("write config");
     file.write_all(opts.toml.as_bytes()).expect("write config");
     let log = std::env::var("RAFTMQ_TEST_LOG").unwrap_or_else(|_| "debug".into());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftmq"));

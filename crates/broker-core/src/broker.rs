@@ -15,7 +15,7 @@ use crate::auth::Auth;
 use crate::cluster_api::{ClusterApi, ClusterError, ClusterFuture, CutOff};
 use crate::config::{Config, QueuePolicy};
 use crate::message::Message;
-use crate::metrics::Metrics;
+use crate::metrics::{Gauges, Metrics};
 use crate::packet::{Protocol, QoS, SubOptions, Will};
 use crate::quota::{Quotas, Reservation};
 use crate::replicated::NodeId;
@@ -144,6 +144,35 @@ impl Shared {
         }
         let now = self.started.elapsed().as_millis() as u64;
         (now >= self.lease_until_ms.load(Ordering::Acquire)).then(CutOff::default)
+    }
+
+    /// What the engine holds now. Takes each session's lock in turn (never two at
+    /// once, nor the registry's while doing so): for a scrape, not for the hot path.
+    pub fn gauges(&self) -> Gauges {
+        let sessions: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut g = Gauges::default();
+        for s in &sessions {
+            let st = s.lock();
+            match (s.is_online(), st.expiry_secs != 0) {
+                (true, _) => g.sessions_online += 1,
+                (false, true) => g.sessions_offline += 1,
+                (false, false) => {}
+            }
+            if s.owner() == self.node {
+                g.clients_connected += u64::from(st.attached.is_some());
+                g.queued_messages += st.pending.len() as u64;
+                g.inflight_messages += st.inflight.len() as u64;
+            }
+        }
+        (g.retained_messages, g.retained_bytes) = self.quota.retained_usage();
+        g.subscriptions = read(&self.subs).len() as u64;
+        g
     }
 
     pub fn next_conn_id(&self) -> u64 {

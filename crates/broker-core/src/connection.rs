@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use crate::broker::{Publisher, Shared};
 use crate::codec::{self, DecodeError};
 use crate::message::Message;
-use crate::metrics::Metrics;
+use crate::metrics::{ListenerKind, Metrics, Refusal};
 use crate::packet::{
     reason, Ack, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, RetainHandling,
     SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe, Will,
@@ -122,22 +122,73 @@ pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ByteStream for S {}
 
-/// Counts a connection as accepted and open for as long as the returned guard lives;
-/// taken by the transport layer as soon as a socket is accepted, so that a connection
-/// still in its TLS or WebSocket handshake counts too.
-pub(crate) fn open_guard(shared: &Arc<Shared>) -> impl Drop + Send + 'static {
-    struct Open(Arc<Shared>);
+/// Counts a connection as accepted and open (in total and on its `listener`) for as
+/// long as the returned guard lives; taken by the transport layer as soon as a socket
+/// is accepted, so that a connection still in its TLS or WebSocket handshake counts too.
+pub(crate) fn open_guard(
+    shared: &Arc<Shared>,
+    listener: ListenerKind,
+) -> impl Drop + Send + 'static {
+    struct Open(Arc<Shared>, ListenerKind);
     impl Drop for Open {
         fn drop(&mut self) {
-            self.0
-                .metrics
-                .connections_open
-                .fetch_sub(1, Ordering::Relaxed);
+            let m = &self.0.metrics;
+            m.connections_open.fetch_sub(1, Ordering::Relaxed);
+            m.open_by_listener[self.1 as usize].fetch_sub(1, Ordering::Relaxed);
         }
     }
-    Metrics::inc(&shared.metrics.connections_accepted);
-    Metrics::inc(&shared.metrics.connections_open);
-    Open(shared.clone())
+    let m = &shared.metrics;
+    Metrics::inc(&m.connections_accepted);
+    Metrics::inc(&m.connections_open);
+    Metrics::inc(&m.accepted_by_listener[listener as usize]);
+    Metrics::inc(&m.open_by_listener[listener as usize]);
+    Open(shared.clone(), listener)
+}
+
+/// A client's byte stream, counting the bytes that go through it (`bytes_received`,
+/// `bytes_sent`): every read and write of a connection, CONNECT and the last
+/// DISCONNECT included, goes through here.
+struct Metered<S> {
+    stream: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: ByteStream> AsyncRead for Metered<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        Metrics::add(&this.shared.metrics.bytes_received, n as u64);
+        read
+    }
+}
+
+impl<S: ByteStream> AsyncWrite for Metered<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            Metrics::add(&this.shared.metrics.bytes_sent, n as u64);
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 /// What the transport proved about the client before CONNECT.
@@ -153,11 +204,15 @@ pub(crate) enum Proof {
 /// plus the connect timeout, whatever handshake came first), then its session.
 pub(crate) async fn serve<S: ByteStream>(
     shared: Arc<Shared>,
-    mut stream: S,
+    stream: S,
     peer: SocketAddr,
     deadline: tokio::time::Instant,
     proof: Proof,
 ) {
+    let mut stream = Metered {
+        stream,
+        shared: shared.clone(),
+    };
     // A future is as large as everything it may await, and this task lives as long as
     // the client stays connected: the handshake, packet processing and the close are
     // boxed so that an idle client holds only the wait loop (memory per connection).
@@ -189,7 +244,7 @@ async fn handshake<S: ByteStream>(
                 code: reason::UNSUPPORTED_PROTOCOL_VERSION,
                 ..ConnAck::default()
             });
-            write_and_close(stream, &ack, Protocol::V4).await;
+            close_refused(shared, stream, &ack, Protocol::V4).await;
             return None;
         }
         Ok(Err(e)) => {
@@ -234,9 +289,19 @@ async fn read_connect<S: ByteStream>(
     }
 }
 
-async fn write_and_close<S: ByteStream>(stream: &mut S, packet: &Packet, protocol: Protocol) {
+/// Sends the CONNACK `ack` refusing a client, counts the refusal by its reason, and
+/// closes.
+async fn close_refused<S: ByteStream>(
+    shared: &Shared,
+    stream: &mut S,
+    ack: &Packet,
+    protocol: Protocol,
+) {
+    if let Packet::ConnAck(a) = ack {
+        Metrics::inc(&shared.metrics.connects_refused[Refusal::of_code(a.code) as usize]);
+    }
     let mut out = BytesMut::new();
-    if codec::encode(packet, protocol, &mut out).is_ok() {
+    if codec::encode(ack, protocol, &mut out).is_ok() {
         let _ = tokio::time::timeout(CLOSE_FLUSH, write_flush(stream, &out)).await;
     }
     let _ = tokio::time::timeout(CLOSE_FLUSH, stream.shutdown()).await;
@@ -386,7 +451,7 @@ impl Connection {
                 .map(|why| refuse(reason::NOT_AUTHORIZED, why))
         };
         if let Some(ack) = refusal {
-            write_and_close(stream, &ack, protocol).await;
+            close_refused(shared, stream, &ack, protocol).await;
             return None;
         }
         // From here on the username is the authenticated one (`None`: anonymous): the
@@ -410,7 +475,7 @@ impl Connection {
                     code: no.code,
                     ..ConnAck::default()
                 };
-                write_and_close(stream, &Packet::ConnAck(ack), protocol).await;
+                close_refused(shared, stream, &Packet::ConnAck(ack), protocol).await;
                 return None;
             }
         };
@@ -447,7 +512,7 @@ impl Connection {
                 .quota
                 .exceeded(&shared.metrics, q, &client_id, "CONNECT refused");
             let ack = refuse(reason::QUOTA_EXCEEDED, q.setting());
-            write_and_close(stream, &ack, protocol).await;
+            close_refused(shared, stream, &ack, protocol).await;
             return None;
         }
         // Replicated, so that the cluster publishes it if this node dies.
@@ -468,7 +533,7 @@ impl Connection {
             Ok(_) => None,
             Err(e) => {
                 let ack = refuse(reason::SERVER_UNAVAILABLE, &e.to_string());
-                write_and_close(stream, &ack, protocol).await;
+                close_refused(shared, stream, &ack, protocol).await;
                 shared.release_if_claimed_late(&client_id, epoch_before);
                 return None;
             }
@@ -476,7 +541,7 @@ impl Connection {
         let Some((session, present, epoch)) = claimed else {
             // Another connection claimed the client id while we were claiming it.
             let ack = refuse(reason::SESSION_TAKEN_OVER, "session taken over");
-            write_and_close(stream, &ack, protocol).await;
+            close_refused(shared, stream, &ack, protocol).await;
             return None;
         };
         tracing::info!(
@@ -738,7 +803,9 @@ impl Connection {
     }
 
     async fn on_publish(&mut self, mut p: Publish) -> Result<(), Exit> {
-        Metrics::inc(&self.shared.metrics.publish_received);
+        let m = &self.shared.metrics;
+        Metrics::inc(&m.publish_received);
+        Metrics::inc(&m.received_by_qos[p.qos as usize]);
         self.resolve_topic(&mut p)?;
         let (qos, pkid) = (p.qos, p.pkid);
         if let Err(q) = quota::check_topic(&self.shared.config, &p.topic) {
@@ -1318,7 +1385,11 @@ impl Connection {
                 }
                 self.want_drain = true;
             }
-            Ok(_) => Metrics::inc(&self.shared.metrics.publish_sent),
+            Ok(_) => {
+                let m = &self.shared.metrics;
+                Metrics::inc(&m.publish_sent);
+                Metrics::inc(&m.sent_by_qos[d.qos as usize]);
+            }
             Err(e) => {
                 tracing::warn!(client_id = %self.client_id, error = %e, "could not encode PUBLISH");
                 if pkid != 0 {

@@ -53,4 +53,4 @@ pub mod transport;
 pub use auth::Auth;
 pub use cluster_api::{ClusterApi, Engine};
 pub use config::{AclAction, AclRule, Config, JwtAlgorithm, Permission, QueuePolicy};
-pub use server::{Broker, Listener, Transport};
+pub use server::{Broker, Listener, Stats, Transport};

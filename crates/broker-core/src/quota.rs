@@ -239,6 +239,13 @@ impl Quotas {
         })
     }
 
+    /// The retained messages applied here: how many, and their bytes as counted
+    /// against `max_retained_bytes`.
+    pub fn retained_usage(&self) -> (u64, u64) {
+        let retained = lock(&self.retained);
+        (retained.applied.count as u64, retained.applied.bytes)
+    }
+
     /// An applied retained message `new` replaced `old` (either may be none).
     pub fn retained_applied(&self, old: Option<&Message>, new: Option<&Message>) {
         let mut retained = lock(&self.retained);

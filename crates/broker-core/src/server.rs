@@ -18,6 +18,7 @@ use crate::broker::Shared;
 use crate::cluster_api::ClusterApi;
 use crate::config::Config;
 use crate::connection::{self, ByteStream, Proof};
+use crate::metrics::{Gauges, ListenerKind, Metrics};
 use crate::transport::{tls, ws, Tls};
 
 /// How long shutdown waits for connections to say goodbye.
@@ -40,13 +41,18 @@ pub enum Transport {
 }
 
 impl Transport {
-    fn name(&self) -> &'static str {
+    /// Which listener this is, for the per-listener metrics.
+    pub fn kind(&self) -> ListenerKind {
         match self {
-            Transport::Tcp => "tcp",
-            Transport::Tls(_) => "tls",
-            Transport::Ws => "ws",
-            Transport::Wss(_) => "wss",
+            Transport::Tcp => ListenerKind::Tcp,
+            Transport::Tls(_) => ListenerKind::Tls,
+            Transport::Ws => ListenerKind::Ws,
+            Transport::Wss(_) => ListenerKind::Wss,
         }
+    }
+
+    fn name(&self) -> &'static str {
+        self.kind().label()
     }
 
     fn tls(&self) -> Option<&Arc<Tls>> {
@@ -107,6 +113,11 @@ impl Broker {
         Ok(addr)
     }
 
+    /// What the engine counts, readable while it runs (a metrics endpoint holds it).
+    pub fn stats(&self) -> Stats {
+        Stats(self.shared.clone())
+    }
+
     /// Every TLS configuration of the listeners, once each.
     fn reloader(&self) -> Reloader {
         let mut tls: Vec<Arc<Tls>> = Vec::new();
@@ -156,6 +167,21 @@ impl Broker {
     }
 }
 
+/// A running engine's counters ([`Metrics`]) and, counted when asked, what it holds
+/// ([`Gauges`]).
+#[derive(Clone)]
+pub struct Stats(Arc<Shared>);
+
+impl Stats {
+    pub fn counters(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        self.0.gauges()
+    }
+}
+
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: Listener,
@@ -180,7 +206,7 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         // The connect timeout runs from here: a transport handshake spends from it.
         let deadline = Instant::now() + shared.config.connect_timeout();
-        let open = connection::open_guard(&shared);
+        let open = connection::open_guard(&shared, listener.transport.kind());
         let shared = shared.clone();
         let transport = listener.transport.clone();
         let done = done.clone();

@@ -10,8 +10,9 @@
 //!   session expiry (leader-driven, through Raft).
 //! - `prevote`: elections (openraft's timer is off): a node stands only when a majority
 //!   says it has no live leader, so a node back from a partition does not depose one.
-//! - `node`: one member: start (bootstrap / join), the proposer (group commit), the
-//!   transport server, membership changes and status.
+//! - `node`: one member: start (bootstrap / join), the proposer (group commit, timed
+//!   in `Node::commit_latency` and `Node::batch_size`), the transport server, membership
+//!   changes and status.
 
 mod failover;
 mod handshake;

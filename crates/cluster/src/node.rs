@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use broker_core::cluster_api::{ClusterError, ClusterFuture, NodeId};
 use broker_core::message::Message;
+use broker_core::metrics::Histogram;
 use broker_core::replicated::{Event, Outcome, StoredMessage, Target};
 use broker_core::{ClusterApi, Engine};
 use openraft::raft::AppendEntriesResponse;
@@ -33,6 +34,16 @@ pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BATCH: usize = 1024;
 /// Forwarded publishes queued per peer before new ones are dropped.
 const FORWARD_QUEUE: usize = 65_536;
+
+/// Bucket bounds of [`Node::commit_latency`], in seconds: from an fsync on a fast SSD to
+/// the commit timeout.
+const LATENCY_BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Bucket bounds of [`Node::batch_size`]: powers of two up to [`MAX_BATCH`].
+const BATCH_BOUNDS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 // Raft timing. openraft's defaults (heartbeat 50 ms, election 150-300 ms) are LAN-test
 // values.
@@ -118,6 +129,11 @@ pub struct Node {
     engine: OnceLock<Arc<dyn Engine>>,
     /// Notified once this node has left the cluster: the server stops.
     pub left: Notify,
+    /// Seconds from an event's proposal to its commit and apply here, as this node's
+    /// proposer sees it (committed events only).
+    pub commit_latency: Histogram,
+    /// Events per log entry this node's proposer wrote (group commit).
+    pub batch_size: Histogram,
 }
 
 /// A node's view of the cluster: `/cluster` serves it, `raftmq cluster status` reads
@@ -232,6 +248,8 @@ impl Node {
             membership: tokio::sync::Mutex::new(()),
             engine: OnceLock::new(),
             left: Notify::new(),
+            commit_latency: Histogram::new(&LATENCY_BOUNDS),
+            batch_size: Histogram::new(&BATCH_BOUNDS),
         });
         tokio::spawn(serve(node.clone(), s.listener));
         tokio::spawn(propose(node.clone(), rx));
@@ -619,6 +637,8 @@ async fn propose(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
         let Some(oldest) = batch.iter().map(|p| p.1).min() else {
             continue;
         };
+        node.batch_size.observe(batch.len() as f64);
+        let proposed: Vec<Instant> = batch.iter().map(|p| p.1).collect();
         let (events, replies): (Vec<Event>, Vec<_>) =
             batch.into_iter().map(|(e, _, r)| (e, r)).unzip();
         seq += 1;
@@ -631,6 +651,9 @@ async fn propose(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
         let result = write(&node, cmd, oldest + COMMIT_TIMEOUT, &mut leader).await;
         match result {
             Ok(outcomes) => {
+                for at in proposed {
+                    node.commit_latency.observe(at.elapsed().as_secs_f64());
+                }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }

@@ -78,7 +78,7 @@ pub struct Cli {
     #[arg(long, value_name = "SECS")]
     pub join_timeout_secs: Option<u64>,
 
-    /// Address of the HTTP API listener: /health, /ready, /cluster
+    /// Address of the HTTP API listener: /health, /ready, /cluster, /metrics
     /// [default: 0.0.0.0:8080].
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<SocketAddr>,

@@ -4,6 +4,7 @@
 //! - `GET /ready`: 200 `ready` once the node is a caught-up member of a cluster with a
 //!   leader, else 503 `not ready` (a readiness probe: route clients elsewhere meanwhile);
 //! - `GET /cluster`: the cluster status JSON from [`Control::status`];
+//! - `GET /metrics`: every metric in the Prometheus text format ([`Control::metrics`]);
 //! - `POST /cluster/leave`, `POST /cluster/remove/{id}`: membership changes, answered
 //!   `{"ok":true}` or `{"error":"…"}` with 500, or 503 while the node is not ready.
 //!
@@ -35,6 +36,9 @@ pub trait Control: Send + Sync + 'static {
     fn status(&self) -> Value;
     /// Member of a cluster with a known leader and caught up.
     fn is_ready(&self) -> bool;
+    /// The metrics, in the Prometheus text format (`crate::metrics::CONTENT_TYPE`).
+    /// May block (it reads `/proc` and walks the data directory).
+    fn metrics(&self) -> String;
     /// Takes this node out of the cluster.
     fn leave(&self) -> Change;
     /// Takes node `id` out of the cluster.
@@ -68,6 +72,7 @@ fn router(control: Arc<dyn Control>, token: Option<cluster::Secret>) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/cluster", get(status))
+        .route("/metrics", get(metrics))
         .merge(admin)
         .with_state(control)
 }
@@ -108,6 +113,13 @@ async fn ready(State(control): Node) -> (StatusCode, &'static str) {
 
 async fn status(State(control): Node) -> Json<Value> {
     Json(control.status())
+}
+
+async fn metrics(State(control): Node) -> Response {
+    match tokio::task::spawn_blocking(move || control.metrics()).await {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn leave(State(control): Node) -> Response {
@@ -180,6 +192,12 @@ pub(crate) mod fake {
 
         fn is_ready(&self) -> bool {
             self.ready.load(Ordering::SeqCst)
+        }
+
+        fn metrics(&self) -> String {
+            "# HELP raftmq_raft_term The Raft term.\n# TYPE raftmq_raft_term gauge\n\
+             raftmq_raft_term 3\n"
+                .into()
         }
 
         fn leave(&self) -> Change {
@@ -332,6 +350,18 @@ mod tests {
         let value = json(&body);
         assert_eq!(value["node_id"], 1);
         assert_eq!(value["nodes"][1]["cluster_addr"], "127.0.0.2:7000");
+    }
+
+    #[test]
+    fn metrics_are_served_as_prometheus_text() {
+        let server = Server::start();
+        let agent: ureq::Agent = ureq::Agent::config_builder().proxy(None).build().into();
+        let url = format!("http://{}/metrics", server.addr);
+        let mut response = agent.get(&url).call().unwrap();
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        let body = response.body_mut().read_to_string().unwrap();
+        assert!(body.ends_with("raftmq_raft_term 3\n"), "{body}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! - `cli`: the flags.
 //! - `config`: the merged settings, the TOML file and its error messages.
 //! - `server`: start-up of a node: listeners, the cluster member, the broker.
-//! - `http`: the HTTP API (health, readiness, cluster status and membership).
+//! - `http`: the HTTP API (health, readiness, cluster status and membership, metrics).
+//! - `metrics`: the Prometheus metrics, read from the engine, the cluster and `host`
+//!   (this process and the data directory, as the system tells them).
 //! - `ctl`: `raftmq cluster ...`, the client side of that API.
 //! - `passwd`: `raftmq passwd FILE USER`, which edits a password file.
 //!
@@ -14,7 +16,9 @@
 mod cli;
 mod config;
 mod ctl;
+mod host;
 mod http;
+mod metrics;
 mod passwd;
 mod server;
 

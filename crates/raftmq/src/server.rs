@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Secrets, Settings};
 use crate::http::{Change, Control};
+use crate::metrics::Exporter;
 use crate::{fail, on_hangup, shutdown_signal, EXIT_FAILURE};
 
 /// What SIGHUP reads again. Each part keeps its previous state when its files are bad,
@@ -141,7 +142,10 @@ pub async fn serve(settings: Settings, auth: Arc<Auth>, secrets: Secrets) -> Exi
         }
     }
     let http_addr = addr(&http);
-    let control: Arc<dyn Control> = Arc::new(NodeControl(node.clone()));
+    let control: Arc<dyn Control> = Arc::new(NodeControl {
+        metrics: Exporter::new(node.clone(), broker.stats(), settings.data_dir.clone()),
+        node: node.clone(),
+    });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(crate::http::serve(
         http,
@@ -267,24 +271,31 @@ fn hostname() -> String {
 }
 
 /// The HTTP API's view of the node.
-struct NodeControl(Arc<Node>);
+struct NodeControl {
+    node: Arc<Node>,
+    metrics: Exporter,
+}
 
 impl Control for NodeControl {
     fn status(&self) -> Value {
-        serde_json::to_value(self.0.status()).unwrap_or(Value::Null)
+        serde_json::to_value(self.node.status()).unwrap_or(Value::Null)
     }
 
     fn is_ready(&self) -> bool {
-        self.0.is_ready()
+        self.node.is_ready()
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.encode()
     }
 
     fn leave(&self) -> Change {
-        let node = self.0.clone();
+        let node = self.node.clone();
         Box::pin(async move { node.leave().await })
     }
 
     fn remove(&self, id: u64) -> Change {
-        let node = self.0.clone();
+        let node = self.node.clone();
         Box::pin(async move { node.remove(id).await })
     }
 }
