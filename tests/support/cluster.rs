@@ -82,6 +82,8 @@ pub struct Node {
     clock: Option<PathBuf>,
     /// Set in the node's environment after the harness's own variables.
     env: Vec<(String, String)>,
+    /// Flags after the harness's own ([`Cluster::with_flag`]).
+    flags: Vec<String>,
     /// `--cluster-secret-file` and `--admin-token-file`.
     secret_file: PathBuf,
     token_file: PathBuf,
@@ -140,6 +142,7 @@ impl Node {
             let join: Vec<String> = self.join.iter().map(|a| a.to_string()).collect();
             args.extend(["--join".into(), join.join(",")]);
         }
+        args.extend(self.flags.iter().cloned());
         args
     }
 
@@ -229,6 +232,8 @@ pub struct Cluster {
     faketime: bool,
     /// Environment of new nodes ([`Cluster::with_env`]).
     env: Vec<(String, String)>,
+    /// Extra flags of new nodes ([`Cluster::with_flag`]).
+    flags: Vec<String>,
 }
 
 impl Cluster {
@@ -262,6 +267,13 @@ impl Cluster {
     /// `Cluster::start_with(3, Cluster::empty().with_env("RAFTMQ_SNAPSHOT_LOGS", 5))`.
     pub fn with_env(mut self, key: &str, value: impl ToString) -> Cluster {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Gives the nodes added from now on `--flag value` too, e.g.
+    /// `Cluster::empty().with_flag("sys-interval-secs", 1)`.
+    pub fn with_flag(mut self, flag: &str, value: impl ToString) -> Cluster {
+        self.flags.extend([format!("--{flag}"), value.to_string()]);
         self
     }
 
@@ -324,6 +336,7 @@ impl Cluster {
             powerfs: false,
             faketime: false,
             env: Vec::new(),
+            flags: Vec::new(),
         }
     }
 
@@ -409,6 +422,7 @@ impl Cluster {
             disk,
             clock,
             env: self.env.clone(),
+            flags: self.flags.clone(),
             secret_file: self.secret_file(),
             token_file: self.token_file(),
         };

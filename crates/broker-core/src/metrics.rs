@@ -36,11 +36,25 @@ pub struct Metrics {
     pub quota_persistent_sessions: AtomicU64,
     /// 3.1.1 connections closed by `max_inflight_qos2`.
     pub quota_inflight_qos2: AtomicU64,
+    /// MQTT packets of every type read from and written to clients ($SYS's
+    /// `messages/received` and `messages/sent`).
+    pub packets_received: AtomicU64,
+    pub packets_sent: AtomicU64,
+    /// Bytes read from and written to client byte streams (MQTT bytes: inside TLS and
+    /// WebSocket framing).
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// The most clients connected at once, as sampled (`sys::stats`).
+    pub clients_maximum: AtomicU64,
 }
 
 impl Metrics {
     pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

@@ -107,6 +107,11 @@ impl Broker {
         Ok(addr)
     }
 
+    /// A handle on this engine's figures (`GET /node`), valid while it runs.
+    pub fn monitor(&self) -> crate::sys::Monitor {
+        crate::sys::Monitor(self.shared.clone())
+    }
+
     /// Every TLS configuration of the listeners, once each.
     fn reloader(&self) -> Reloader {
         let mut tls: Vec<Arc<Tls>> = Vec::new();
@@ -137,6 +142,7 @@ impl Broker {
                 }
             });
         }
+        tokio::spawn(crate::sys::run(self.shared.clone(), stop_rx.clone()));
         for listener in self.listeners {
             let shared = self.shared.clone();
             tokio::spawn(accept_loop(

@@ -5,6 +5,7 @@
 //!   (broker-core's `replicated::State`, plus the engine observing it).
 //! - `handshake`: mutual authentication of a cluster connection (the cluster secret).
 //! - `network`: the node-to-node transport (frames, requests, openraft's client side).
+//! - `events`: the last cluster events this node saw, with their time (`/events`).
 //! - `failover`: quorum watch, dead-node detection, wills of dead nodes' clients,
 //!   session expiry (leader-driven, through Raft).
 //! - `prevote`: elections (openraft's timer is off): a node stands only when a majority
@@ -12,6 +13,7 @@
 //! - `node`: one member: start (bootstrap / join), the proposer (group commit), the
 //!   transport server, membership changes and status.
 
+mod events;
 mod failover;
 mod handshake;
 mod network;
@@ -19,6 +21,7 @@ mod node;
 mod prevote;
 mod types;
 
+pub use events::{ClusterEvent, Kind as EventKind};
 pub use failover::Events;
 pub use handshake::Secret;
 pub use node::{Node, NodeStatus, Settings, StartError, Status};

@@ -4,7 +4,9 @@
 //! - `cli`: the flags.
 //! - `config`: the merged settings, the TOML file and its error messages.
 //! - `server`: start-up of a node: listeners, the cluster member, the broker.
-//! - `http`: the HTTP API (health, readiness, cluster status and membership).
+//! - `http`: the HTTP API (health, readiness, cluster status and membership, the status
+//!   page, events).
+//! - `view`: the whole cluster for the status page, gathered from every member.
 //! - `ctl`: `raftmq cluster ...`, the client side of that API.
 //! - `passwd`: `raftmq passwd FILE USER`, which edits a password file.
 //!
@@ -17,6 +19,7 @@ mod ctl;
 mod http;
 mod passwd;
 mod server;
+mod view;
 
 use std::fmt::Display;
 use std::future::Future;
