@@ -16,8 +16,6 @@ use crate::support::cluster::{http_get, Cluster, CLUSTER_TIMEOUT};
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Bound on one Chromium run.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
-/// The node-down time of these clusters (`RAFTMQ_NODE_DOWN_MS`), for quicker tests.
-const NODE_DOWN_MS: u64 = 1000;
 
 /// A headless Chromium that loads a page, lets its scripts run and its fetches finish
 /// (virtual time), then prints the DOM or takes a screenshot.
@@ -96,8 +94,8 @@ struct Page {
 
 /// The value of attribute `name` at the start of `tag` (the text after `<tr` …).
 fn attr(tag: &str, name: &str) -> Option<String> {
-    let end = tag.find('>')?;
-    let at = tag[..end].find(&format!(" {name}=\""))? + name.len() + 3;
+    let tag = &tag[..tag.find('>')?];
+    let at = format!(" {tag}").find(&format!(" {name}=\""))? + name.len() + 2;
     let len = tag[at..].find('"')?;
     Some(tag[at..at + len].to_string())
 }
@@ -114,7 +112,7 @@ fn parse(dom: &str) -> Page {
     let leader = dom
         .split("id=\"leader\"")
         .nth(1)
-        .and_then(|rest| attr(&format!(" {rest}"), "data-leader"))
+        .and_then(|rest| attr(rest, "data-leader"))
         .and_then(|l| l.parse().ok());
     let events = dom
         .split("<li ")
@@ -167,14 +165,16 @@ async fn wait_for_page(
 /// follower is SIGKILLed it shows that node down and the node-down event.
 #[tokio::test]
 async fn status_page_shows_a_dead_follower() {
-    let cluster = Cluster::empty().with_env("RAFTMQ_NODE_DOWN_MS", NODE_DOWN_MS);
+    let cluster = Cluster::empty();
     let Some(browser) = Browser::new(cluster.dir()) else {
         return;
     };
     let mut c = Cluster::start_with(3, cluster).await;
     let leader = c.wait_leader().await;
     let victim = (1..=3).find(|&i| i != leader).expect("a follower");
-    let watched = (1..=3).find(|&i| i != leader && i != victim).expect("another");
+    let watched = (1..=3)
+        .find(|&i| i != leader && i != victim)
+        .expect("another");
     let url = format!("http://{}/", c.node(watched).http_addr());
 
     let page = wait_for_page(&c, &browser, &url, "three nodes up and the leader", |p| {
@@ -182,7 +182,11 @@ async fn status_page_shows_a_dead_follower() {
     })
     .await;
     let roles: Vec<&str> = page.rows.iter().map(|r| r.2.as_str()).collect();
-    assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{page:?}");
+    assert_eq!(
+        roles.iter().filter(|r| **r == "leader").count(),
+        1,
+        "{page:?}"
+    );
 
     c.kill(victim);
     let down = format!("node {victim} declared down");
@@ -191,7 +195,12 @@ async fn status_page_shows_a_dead_follower() {
             && p.events.iter().any(|e| e.0 == "node_down" && e.1 == down)
     })
     .await;
-    let up: Vec<u64> = page.rows.iter().filter(|r| r.1 == "up").map(|r| r.0).collect();
+    let up: Vec<u64> = page
+        .rows
+        .iter()
+        .filter(|r| r.1 == "up")
+        .map(|r| r.0)
+        .collect();
     assert_eq!(up.len(), 2, "{page:?}");
     assert!(!up.contains(&victim), "{page:?}");
 }
@@ -205,12 +214,10 @@ async fn events_show_a_leader_change() {
     let survivors: Vec<u64> = (1..=3).filter(|&i| i != old).collect();
     let witness = survivors[0];
     let addr = c.node(witness).http_addr();
-    let events = |path: String| {
-        async move {
-            let (code, body) = http_get(addr, &path).await.expect("GET /events");
-            assert_eq!(code, 200, "{body}");
-            serde_json::from_str::<Value>(&body).expect("events JSON")
-        }
+    let events = |path: String| async move {
+        let (code, body) = http_get(addr, &path).await.expect("GET /events");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<Value>(&body).expect("events JSON")
     };
     let first = events("/events".into()).await;
     assert_eq!(first[0]["kind"], "node_started", "{first}");
@@ -236,12 +243,19 @@ async fn events_show_a_leader_change() {
         }
     }
     assert!(change["term"].as_u64() > Some(term), "{change}");
-    assert!(change["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{change}");
+    assert!(
+        change["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{change}"
+    );
     assert_eq!(change["seen_by"], witness);
     let seq = change["seq"].as_u64().expect("seq");
     let after = events(format!("/events?since={seq}")).await;
     assert!(
-        after.as_array().expect("an array").iter().all(|e| e["seq"].as_u64() > Some(seq)),
+        after
+            .as_array()
+            .expect("an array")
+            .iter()
+            .all(|e| e["seq"].as_u64() > Some(seq)),
         "{after}"
     );
 }
@@ -250,13 +264,13 @@ async fn events_show_a_leader_change() {
 /// shown down once the cluster has declared it so.
 #[tokio::test]
 async fn sys_cluster_topics_describe_the_cluster() {
-    let cluster = Cluster::empty()
-        .with_env("RAFTMQ_NODE_DOWN_MS", NODE_DOWN_MS)
-        .with_flag("sys-interval-secs", 1);
+    let cluster = Cluster::empty().with_flag("sys-interval-secs", 1);
     let mut c = Cluster::start_with(3, cluster).await;
     let leader = c.wait_leader().await;
     let victim = (1..=3).find(|&i| i != leader).expect("a follower");
-    let watched = (1..=3).find(|&i| i != leader && i != victim).expect("another");
+    let watched = (1..=3)
+        .find(|&i| i != leader && i != victim)
+        .expect("another");
     let mut sub = v5("sys-cluster").connect(c.node(watched).mqtt).await;
     assert_eq!(sub.subscribe("$SYS/cluster/#", 0).await, [0]);
 

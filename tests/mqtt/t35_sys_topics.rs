@@ -63,7 +63,10 @@ async fn uptime_arrives_within_the_interval(v: Version) {
     let version = recv_topic(&mut c, "$SYS/broker/version", true).await;
     assert!(text(&version).starts_with("raftmq "), "{version:?}");
     assert_eq!(c.subscribe("$SYS/cluster/role", 0).await, [0]);
-    assert_eq!(text(&recv_topic(&mut c, "$SYS/cluster/role", true).await), "leader");
+    assert_eq!(
+        text(&recv_topic(&mut c, "$SYS/cluster/role", true).await),
+        "leader"
+    );
     assert_eq!(c.subscribe("$SYS/cluster/members", 0).await, [0]);
     let members = recv_topic(&mut c, "$SYS/cluster/members", true).await;
     let members: serde_json::Value = serde_json::from_slice(&members.payload).unwrap();
@@ -136,7 +139,10 @@ async fn clients_cannot_publish_to_sys(v: Version) {
     // Up to the node's next publication, nothing forged.
     loop {
         let m = watcher.recv().await;
-        assert_ne!(m.payload, b"forged", "a client's $SYS publish was delivered");
+        assert_ne!(
+            m.payload, b"forged",
+            "a client's $SYS publish was delivered"
+        );
         if m.topic == "$SYS/broker/uptime" && !m.retain {
             break;
         }
@@ -161,10 +167,7 @@ async fn clients_cannot_publish_to_sys(v: Version) {
 /// (at once, as retained); with 0, there are none.
 #[tokio::test]
 async fn latest_values_at_once_and_none_when_off() {
-    let broker = Broker::opts()
-        .set("sys-interval-secs", 3600)
-        .start()
-        .await;
+    let broker = Broker::opts().set("sys-interval-secs", 3600).start().await;
     let mut c = Opts::new(Version::V5, "sys-reader")
         .connect(broker.addr)
         .await;

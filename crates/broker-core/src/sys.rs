@@ -70,7 +70,10 @@ impl Stats {
     pub fn sys_topics(&self) -> Vec<(String, String)> {
         let n = |v: u64| v.to_string();
         [
-            ("broker/version", format!("raftmq {}", env!("CARGO_PKG_VERSION"))),
+            (
+                "broker/version",
+                format!("raftmq {}", env!("CARGO_PKG_VERSION")),
+            ),
             ("broker/uptime", format!("{} seconds", self.uptime_secs)),
             ("broker/clients/connected", n(self.clients_connected)),
             ("broker/clients/disconnected", n(self.clients_disconnected)),

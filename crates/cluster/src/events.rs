@@ -45,16 +45,24 @@ pub enum Kind {
         term: u64,
     },
     /// The leader declared `node` dead (unreachable for the node-down time), or back.
-    NodeDown { node: NodeId },
-    NodeUp { node: NodeId },
+    NodeDown {
+        node: NodeId,
+    },
+    NodeUp {
+        node: NodeId,
+    },
     /// This node could no longer commit (no leader heard, or leading no majority), or
     /// could again.
     QuorumLost,
     QuorumRegained,
     /// The leader published the will of a dead node's (or delayed-will) client.
-    WillPublished { client_id: String },
+    WillPublished {
+        client_id: String,
+    },
     /// The leader ended a session whose expiry interval ran out.
-    SessionExpired { client_id: String },
+    SessionExpired {
+        client_id: String,
+    },
 }
 
 impl Kind {

@@ -590,7 +590,9 @@ impl ClusterApi for Node {
                 })
             })
             .collect();
-        let leader = s.leader.map_or_else(|| "none".to_string(), |l| l.to_string());
+        let leader = s
+            .leader
+            .map_or_else(|| "none".to_string(), |l| l.to_string());
         vec![
             ("cluster/leader".into(), leader),
             ("cluster/term".into(), s.term.to_string()),

@@ -695,9 +695,17 @@ mod tests {
     #[test]
     fn sys_interval_comes_from_the_file_or_the_flag() {
         assert_eq!(Settings::default().engine.sys_interval_secs, 10);
-        let interval = |file: &str, args: &[&str]| merge(file, args).unwrap().engine.sys_interval_secs;
-        assert_eq!(interval("sys_interval_secs = 0", &[]), 0, "0 turns $SYS off");
-        assert_eq!(interval("sys_interval_secs = 30", &["--sys-interval-secs", "5"]), 5);
+        let interval =
+            |file: &str, args: &[&str]| merge(file, args).unwrap().engine.sys_interval_secs;
+        assert_eq!(
+            interval("sys_interval_secs = 0", &[]),
+            0,
+            "0 turns $SYS off"
+        );
+        assert_eq!(
+            interval("sys_interval_secs = 30", &["--sys-interval-secs", "5"]),
+            5
+        );
         let err = merge("sys_interval_secs = -1", &[]).unwrap_err();
         assert!(err.starts_with("sys_interval_secs: invalid value"), "{err}");
         assert!(Settings::default()

@@ -490,7 +490,10 @@ mod tests {
         assert!(body.starts_with("<!doctype html>"), "{}", &body[..40]);
         assert!(body.contains("/cluster/view"));
         for external in ["http://", "https://", "src=\"//"] {
-            assert!(!body.contains(external), "the page loads nothing from {external}");
+            assert!(
+                !body.contains(external),
+                "the page loads nothing from {external}"
+            );
         }
     }
 
@@ -498,12 +501,20 @@ mod tests {
     fn node_and_events_serve_the_nodes_own_records() {
         let server = Server::start();
         let (status, body) = request(&server, "GET", "/node");
-        assert_eq!((status, json(&body)["role"].clone()), (200, "leader".into()));
+        assert_eq!(
+            (status, json(&body)["role"].clone()),
+            (200, "leader".into())
+        );
         let seqs = |path: &str| {
             let (status, body) = request(&server, "GET", path);
             assert_eq!(status, 200, "{path}: {body}");
             let events = json(&body);
-            let seqs: Vec<u64> = events.as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+            let seqs: Vec<u64> = events
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["seq"].as_u64().unwrap())
+                .collect();
             seqs
         };
         assert_eq!(seqs("/events"), [1, 2, 3]);
@@ -521,18 +532,44 @@ mod tests {
         let view = |server: &Server| json(&request(server, "GET", "/cluster/view").1);
         let v = view(&a);
         assert_eq!(v["served_by"], 1);
-        assert_eq!((v["leader"].clone(), v["term"].clone()), (1.into(), 3.into()));
-        let states: Vec<&str> = v["nodes"].as_array().unwrap().iter().map(|n| n["state"].as_str().unwrap()).collect();
+        assert_eq!(
+            (v["leader"].clone(), v["term"].clone()),
+            (1.into(), 3.into())
+        );
+        let states: Vec<&str> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["state"].as_str().unwrap())
+            .collect();
         assert_eq!(states, ["up", "up"], "{v}");
         assert_eq!(v["nodes"][1]["node"]["stats"]["clients_connected"], 2);
         // Both fakes saw the same leader change: once in the merged timeline.
-        let kinds: Vec<&str> = v["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["node_started", "node_started", "leader_changed", "node_down", "node_down"]);
+        let kinds: Vec<&str> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "node_started",
+                "node_started",
+                "leader_changed",
+                "node_down",
+                "node_down"
+            ]
+        );
 
         b.stop().unwrap();
         let v = view(&a);
         let two = &v["nodes"][1];
-        assert_eq!((two["id"].clone(), two["state"].clone()), (2.into(), "down".into()), "{v}");
+        assert_eq!(
+            (two["id"].clone(), two["state"].clone()),
+            (2.into(), "down".into()),
+            "{v}"
+        );
         assert_eq!(two["reachable"], false);
         assert!(two["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
         assert_eq!(v["nodes"][0]["state"], "up");

@@ -355,9 +355,15 @@ mod tests {
         std::fs::write(dir.path().join("blobs/b"), [0u8; 23]).unwrap();
         let usage = disk_usage(dir.path());
         assert_eq!(usage["used_bytes"], 123);
-        assert!(usage["free_bytes"].as_u64().is_some_and(|f| f > 0), "{usage}");
+        assert!(
+            usage["free_bytes"].as_u64().is_some_and(|f| f > 0),
+            "{usage}"
+        );
         assert_eq!(disk_usage(&dir.path().join("missing"))["used_bytes"], 0);
-        assert_eq!(disk_usage(&dir.path().join("missing"))["free_bytes"], Value::Null);
+        assert_eq!(
+            disk_usage(&dir.path().join("missing"))["free_bytes"],
+            Value::Null
+        );
     }
 
     #[test]

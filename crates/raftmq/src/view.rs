@@ -114,7 +114,13 @@ async fn get_json(addr: &str, path: &str) -> Result<Value, String> {
 /// The newest [`MAX_EVENTS`] of all nodes' events, oldest first; a leader change is
 /// kept once (the first node to see it), however many nodes saw it.
 fn merge(mut events: Vec<Value>) -> Vec<Value> {
-    let key = |e: &Value| (e["at_ms"].as_u64(), e["seen_by"].as_u64(), e["seq"].as_u64());
+    let key = |e: &Value| {
+        (
+            e["at_ms"].as_u64(),
+            e["seen_by"].as_u64(),
+            e["seq"].as_u64(),
+        )
+    };
     events.sort_by_key(key);
     let mut leaders = HashSet::new();
     events.retain(|e| {
@@ -130,9 +136,7 @@ mod tests {
 
     #[test]
     fn events_are_merged_by_time_and_leader_changes_kept_once() {
-        let e = |at: u64, by: u64, kind: &str, to: u64| {
-            json!({"at_ms": at, "seen_by": by, "seq": at, "kind": kind, "to": to, "term": 2})
-        };
+        let e = |at: u64, by: u64, kind: &str, to: u64| json!({"at_ms": at, "seen_by": by, "seq": at, "kind": kind, "to": to, "term": 2});
         let merged = merge(vec![
             e(30, 2, "leader_changed", 1),
             e(10, 1, "node_started", 0),
