@@ -2,8 +2,8 @@
 //! trie, retained messages, and the routing of one publish to every matching session.
 //!
 //! Lock order: `sessions` → `subs` → a session's own lock; `retained` and `sys` are
-//! never held with another. None is held across an `.await`, and a publish holds `subs` (read) only while
-//! collecting its targets, never while delivering.
+//! never held with another. None is held across an `.await`, and a publish holds `subs`
+//! (read) only while collecting its targets, never while delivering.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -136,7 +136,12 @@ mod tests {
 
     #[test]
     fn events_are_merged_by_time_and_leader_changes_kept_once() {
-        let e = |at: u64, by: u64, kind: &str, to: u64| json!({"at_ms": at, "seen_by": by, "seq": at, "kind": kind, "to": to, "term": 2});
+        let e = |at: u64, by: u64, kind: &str, to: u64| {
+            json!({
+                "at_ms": at, "seen_by": by, "seq": at,
+                "kind": kind, "to": to, "term": 2,
+            })
+        };
         let merged = merge(vec![
             e(30, 2, "leader_changed", 1),
             e(10, 1, "node_started", 0),
