@@ -5,8 +5,9 @@
 //!
 //! Files are numbered by kind (STYLE.md 15): t10 forming a cluster (and its metrics),
 //! t15 who may talk to it (cluster secret, cluster TLS, admin token), t20 routing across
-//! nodes, t30 sessions across nodes, t40 membership, t50 failures and restarts, t60
-//! bad flags, t70 failover under load, partitions included (tests/support/checker.rs),
+//! nodes, t30 sessions across nodes, t40 membership, t50 failures and restarts (t57:
+//! watching them through the status page, `/events` and `$SYS`), t60 bad flags, t70
+//! failover under load, partitions included (tests/support/checker.rs),
 //! t72-t78 partial partitions, pauses, power loss, damaged data dirs and clock jumps,
 //! t80 elections (a node back from a partition does not depose the leader), t90 the
 //! soak: a seeded random schedule of all those faults. Raft timing (heartbeat 100 ms,
@@ -28,6 +29,7 @@ mod t40_membership;
 mod t50_restart;
 mod t50_single_node;
 mod t55_dead_node;
+mod t57_monitoring;
 mod t60_flags;
 mod t70_failover;
 mod t70_qos2_handoff;

@@ -3,8 +3,8 @@
 //! it can express the scenario and a byte-level client where the wire must be exact.
 //!
 //! Files are numbered by kind (STYLE.md 15): t10 basic, t20 sessions/retained/will,
-//! t30 5.0 features, t40 limits and ACL, t50 bad input, t60 config, t70 monitoring
-//! (`/metrics`). A scenario that applies to both protocol versions is one
+//! t30 5.0 features, t35 `$SYS` topics, t40 limits and ACL, t50 bad input, t60 config,
+//! t70 monitoring (`/metrics`). A scenario that applies to both protocol versions is one
 //! `async fn scenario(v: Version)` plus `both!(scenario)`, which makes the tests
 //! `scenario::v4` and `scenario::v5`.
 //!
@@ -38,6 +38,7 @@ mod t20_retained_will;
 mod t20_sessions;
 mod t25_durable_acks;
 mod t30_v5;
+mod t35_sys_topics;
 mod t40_auth;
 mod t40_limits_acl;
 mod t42_quotas;

@@ -84,6 +84,8 @@ pub struct Node {
     clock: Option<PathBuf>,
     /// Set in the node's environment after the harness's own variables.
     env: Vec<(String, String)>,
+    /// Flags after the harness's own ([`Cluster::with_flag`]).
+    flags: Vec<String>,
     /// `--cluster-secret-file` (if any) and `--admin-token-file`.
     secret_file: Option<PathBuf>,
     token_file: PathBuf,
@@ -146,6 +148,7 @@ impl Node {
             args.extend(["--join".into(), join.join(",")]);
         }
         args.extend(self.extra_args.iter().cloned());
+        args.extend(self.flags.iter().cloned());
         args
     }
 
@@ -239,6 +242,8 @@ pub struct Cluster {
     secret: bool,
     /// More flags of new node `id` ([`Cluster::with_node_args`]).
     node_args: Option<NodeArgs>,
+    /// Extra flags of new nodes ([`Cluster::with_flag`]).
+    flags: Vec<String>,
 }
 
 /// What [`Cluster::with_node_args`] takes: node id → flags.
@@ -292,6 +297,13 @@ impl Cluster {
         args: impl Fn(u64) -> Vec<String> + Send + Sync + 'static,
     ) -> Cluster {
         self.node_args = Some(Box::new(args));
+        self
+    }
+
+    /// Gives the nodes added from now on `--flag value` too, e.g.
+    /// `Cluster::empty().with_flag("sys-interval-secs", 1)`.
+    pub fn with_flag(mut self, flag: &str, value: impl ToString) -> Cluster {
+        self.flags.extend([format!("--{flag}"), value.to_string()]);
         self
     }
 
@@ -356,6 +368,7 @@ impl Cluster {
             env: Vec::new(),
             secret: true,
             node_args: None,
+            flags: Vec::new(),
         }
     }
 
@@ -441,6 +454,7 @@ impl Cluster {
             disk,
             clock,
             env: self.env.clone(),
+            flags: self.flags.clone(),
             secret_file: self.secret.then(|| self.secret_file()),
             token_file: self.token_file(),
             extra_args: self.node_args.as_ref().map(|f| f(id)).unwrap_or_default(),

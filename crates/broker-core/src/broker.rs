@@ -1,11 +1,11 @@
 //! The broker's shared state: the session registry, the subscription
 //! trie, retained messages, and the routing of one publish to every matching session.
 //!
-//! Lock order: `sessions` → `subs` → a session's own lock; `retained` is never held with
-//! another. None is held across an `.await`, and a publish holds `subs` (read) only while
-//! collecting its targets, never while delivering.
+//! Lock order: `sessions` → `subs` → a session's own lock; `retained` and `sys` are
+//! never held with another. None is held across an `.await`, and a publish holds `subs`
+//! (read) only while collecting its targets, never while delivering.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -25,6 +25,7 @@ use crate::replicated::{
 use crate::retained::RetainedStore;
 use crate::session::{Attachment, Delivery, Enqueued, Session};
 use crate::subscriptions::{Match, SubscriptionTree};
+use crate::topic;
 
 /// A subscription as the trie holds it: the session itself, so that a match needs no
 /// registry lookup.
@@ -86,6 +87,8 @@ pub(crate) struct Shared {
     pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     pub subs: RwLock<SubscriptionTree<Arc<str>, SubEntry>>,
     pub retained: RwLock<RetainedStore<Arc<Message>>>,
+    /// The latest value of each of this node's `$SYS` topics (`sys`), by topic.
+    pub sys: RwLock<BTreeMap<String, Arc<Message>>>,
     next_conn_id: AtomicU64,
     /// Set once when the broker stops; every session is then woken to see it.
     pub shutting_down: AtomicBool,
@@ -291,6 +294,52 @@ impl Shared {
             self.cluster.forward(node, msg.clone(), targets);
         }
         routed
+    }
+
+    /// Delivers `msg` at QoS 0 to the matching subscribers connected to this node, and
+    /// to no other node: what this node says about itself (`sys`).
+    pub(crate) fn deliver_local(&self, msg: &Arc<Message>) {
+        let here = |e: &SubEntry| e.session.owner() == self.node && e.session.is_online();
+        let mut targets = Vec::new();
+        read(&self.subs).for_each_match(&msg.topic, |m| match m {
+            Match::Direct { value, .. } if here(value) => targets.push(Target::from_entry(value)),
+            Match::Direct { .. } => {}
+            Match::Shared { members, .. } => {
+                if let Some((_, e)) = members.iter().find(|(_, e)| here(e)) {
+                    targets.push(Target::from_entry(e));
+                }
+            }
+        });
+        targets.sort_by_key(|t| Arc::as_ptr(&t.session) as usize);
+        let mut routed = Routed::default();
+        for group in targets.chunk_by(|a, b| Arc::ptr_eq(&a.session, &b.session)) {
+            let first = &group[0];
+            if !self.acl.is_empty()
+                && !self.acl.can_receive(
+                    &first.session.client_id,
+                    first.username.as_deref(),
+                    &msg.topic,
+                )
+            {
+                continue;
+            }
+            let d = Delivery {
+                msg: msg.clone(),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                sub_ids: group.iter().filter_map(|t| t.sub_id).collect(),
+                seq: None,
+                dup: false,
+            };
+            self.enqueue(&first.session, d, &mut routed);
+        }
+    }
+
+    /// Whether a client may publish to `topic`: never to `$SYS` (the node's own), and
+    /// elsewhere as the access rules say.
+    pub(crate) fn may_publish(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
+        !topic::is_sys(topic)
+            && (self.acl.is_empty() || self.acl.can_publish(client_id, username, topic))
     }
 
     /// Delivers a message another node forwarded to the listed sessions owned here.
@@ -661,7 +710,7 @@ impl Shared {
     /// must be committed.
     pub(crate) fn publish_will_message(&self, msg: Message, username: Option<&str>) {
         let client_id = msg.publisher.as_deref().unwrap_or_default();
-        if !self.acl.is_empty() && !self.acl.can_publish(client_id, username, &msg.topic) {
+        if !self.may_publish(client_id, username, &msg.topic) {
             return;
         }
         tracing::debug!(client_id, topic = %msg.topic, "publishing will");
@@ -707,6 +756,7 @@ impl Shared {
             sessions: Mutex::new(HashMap::new()),
             subs: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(RetainedStore::new()),
+            sys: RwLock::new(BTreeMap::new()),
             next_conn_id: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             cut_off: RwLock::new(None),

@@ -43,6 +43,13 @@ pub trait ClusterApi: Send + Sync + 'static {
     /// path: no consensus, lost if the node is unreachable).
     fn forward(&self, node: NodeId, message: Arc<Message>, targets: Vec<Target>);
 
+    /// What this node publishes under `$SYS/` besides the engine's own values, as
+    /// (topic below `$SYS/`, payload): the cluster as this node sees it. None unless
+    /// the cluster layer says.
+    fn sys_topics(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Connects the engine: `reset` with the state as it is, then `applied` for every
     /// event applied from then on, with no gap between the two.
     fn attach(&self, engine: Arc<dyn Engine>) -> Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -161,6 +161,9 @@ pub struct Config {
     /// the connection. 5.0 clients are held to `receive_maximum` instead, which they
     /// are told.
     pub max_inflight_qos2: u16,
+    /// Seconds between two publications of this node's `$SYS` topics to its own
+    /// subscribers; 0 turns them off.
+    pub sys_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -199,6 +202,7 @@ impl Default for Config {
             max_retained_per_client: 1000,
             max_persistent_sessions: 100_000,
             max_inflight_qos2: 64,
+            sys_interval_secs: 10,
         }
     }
 }

@@ -31,7 +31,7 @@ use crate::packet::{
 use crate::quota::{self, Quota};
 use crate::replicated::{Event, Outcome, StoredSub, StoredWill};
 use crate::session::{Delivery, Inflight, Session, Stage};
-use crate::topic;
+use crate::{sys, topic};
 
 /// Stop reading a client while this much output for it is unwritten.
 const WBUF_HIGH: usize = 64 * 1024;
@@ -235,9 +235,13 @@ async fn handshake<S: ByteStream>(
 ) -> Option<(Connection, BytesMut)> {
     let mut rbuf = BytesMut::with_capacity(1024);
     let max = shared.config.max_packet_size as usize;
-    let connect = tokio::time::timeout_at(deadline, read_connect(stream, &mut rbuf, max)).await;
+    let read = read_connect(stream, &mut rbuf, max, &shared.metrics);
+    let connect = tokio::time::timeout_at(deadline, read).await;
     let connect = match connect {
-        Ok(Ok(c)) => c,
+        Ok(Ok(c)) => {
+            Metrics::inc(&shared.metrics.packets_received);
+            c
+        }
         Ok(Err(ConnectError::Decode(DecodeError::UnsupportedProtocol { name, level }))) => {
             tracing::info!(%peer, protocol = %name, level, "refused: unsupported protocol");
             let ack = Packet::ConnAck(ConnAck {
@@ -273,6 +277,7 @@ async fn read_connect<S: ByteStream>(
     stream: &mut S,
     rbuf: &mut BytesMut,
     max: usize,
+    metrics: &Metrics,
 ) -> Result<Connect, ConnectError> {
     loop {
         match codec::decode_connect(rbuf, max) {
@@ -283,7 +288,7 @@ async fn read_connect<S: ByteStream>(
         rbuf.reserve(1024);
         match stream.read_buf(rbuf).await {
             Ok(0) => return Err(ConnectError::Io("connection closed".into())),
-            Ok(_) => {}
+            Ok(n) => Metrics::add(&metrics.bytes_received, n as u64),
             Err(e) => return Err(ConnectError::Io(e.to_string())),
         }
     }
@@ -634,12 +639,14 @@ impl Connection {
                     poll_io(cx, &mut stream, &self.wbuf, self.unflushed, can_read, &mut rbuf, &self.shared)
                 }), if !self.wbuf.is_empty() || self.unflushed || can_read => match io {
                     Io::Wrote(n) => {
+                        Metrics::add(&self.shared.metrics.bytes_sent, n as u64);
                         self.wbuf.advance(n);
                         self.unflushed = true;
                     }
                     Io::Flushed => self.unflushed = false,
                     Io::Read(0) => break Exit::Lost("connection closed by client".into()),
-                    Io::Read(_) => {
+                    Io::Read(n) => {
+                        Metrics::add(&self.shared.metrics.bytes_received, n as u64);
                         last_read = Instant::now();
                         if let Err(exit) = Box::pin(self.process(&mut rbuf, max_in)).await {
                             break exit;
@@ -711,6 +718,7 @@ impl Connection {
 
     async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
         tracing::trace!(client_id = %self.client_id, "in: {packet:?}");
+        Metrics::inc(&self.shared.metrics.packets_received);
         match packet {
             Packet::Publish(p) => self.on_publish(p).await,
             Packet::PubAck(a) => {
@@ -967,11 +975,7 @@ impl Connection {
             return Ok(Verdict::Now(reason::PAYLOAD_FORMAT_INVALID));
         }
         let shared = &self.shared;
-        if !shared.acl.is_empty()
-            && !shared
-                .acl
-                .can_publish(&self.client_id, self.username.as_deref(), &p.topic)
-        {
+        if !shared.may_publish(&self.client_id, self.username.as_deref(), &p.topic) {
             tracing::debug!(client_id = %self.client_id, topic = %p.topic, "publish denied");
             return Ok(Verdict::Now(reason::NOT_AUTHORIZED));
         }
@@ -1221,7 +1225,7 @@ impl Connection {
             // Retained messages are not sent for a shared subscription (v5 §4.8.2).
             if wants_retained && topic::split_shared(&filter).is_none() {
                 let store = shared.retained.read().unwrap_or_else(|e| e.into_inner());
-                store.for_each_match(&filter, |_, m| {
+                let mut push = |m: &Arc<Message>| {
                     retained.push(Delivery {
                         msg: m.clone(),
                         qos: m.qos.min(opts.qos),
@@ -1230,7 +1234,21 @@ impl Connection {
                         seq: None,
                         dup: false,
                     })
-                });
+                };
+                store.for_each_match(&filter, |_, m| push(m));
+                drop(store);
+                // This node's own $SYS values, kept apart from the cluster's store.
+                for m in sys::latest_matching(&shared, &filter) {
+                    if shared.acl.is_empty()
+                        || shared.acl.can_receive(
+                            &self.client_id,
+                            self.username.as_deref(),
+                            &m.topic,
+                        )
+                    {
+                        push(&m);
+                    }
+                }
             }
         }
         let mut routed = Default::default();
@@ -1389,6 +1407,7 @@ impl Connection {
                 let m = &self.shared.metrics;
                 Metrics::inc(&m.publish_sent);
                 Metrics::inc(&m.sent_by_qos[d.qos as usize]);
+                Metrics::inc(&m.packets_sent);
             }
             Err(e) => {
                 tracing::warn!(client_id = %self.client_id, error = %e, "could not encode PUBLISH");
@@ -1458,6 +1477,7 @@ impl Connection {
 
     fn send(&mut self, packet: &Packet) {
         tracing::trace!(client_id = %self.client_id, "out: {packet:?}");
+        Metrics::inc(&self.shared.metrics.packets_sent);
         if let Err(e) = codec::encode(packet, self.protocol, &mut self.wbuf) {
             tracing::warn!(client_id = %self.client_id, error = %e, "could not encode {}", packet_name(packet));
         }

@@ -22,6 +22,7 @@
 //!    - `session`: per-client session state: queues, in-flight window, packet ids.
 //!    - `broker`: shared state (session registry, subscriptions, retained) and routing.
 //!    - `mirror`: what each applied event means for this node's engine.
+//!    - `sys`: this node's figures, published under `$SYS` to its own subscribers.
 //! 3. Clients:
 //!    - `connection`: one task per client byte stream: CONNECT, the packet loop,
 //!      keep-alive, will.
@@ -47,6 +48,7 @@ pub mod retained;
 pub mod server;
 mod session;
 pub mod subscriptions;
+pub mod sys;
 pub mod topic;
 pub mod transport;
 
@@ -54,3 +56,4 @@ pub use auth::Auth;
 pub use cluster_api::{ClusterApi, Engine};
 pub use config::{AclAction, AclRule, Config, JwtAlgorithm, Permission, QueuePolicy};
 pub use server::{Broker, Listener, Stats, Transport};
+pub use sys::Figures;

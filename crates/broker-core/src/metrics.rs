@@ -60,6 +60,12 @@ pub struct Metrics {
     pub bytes_sent: AtomicU64,
     /// CONNECTs refused with a CONNACK, by [`Refusal`] (as usize).
     pub connects_refused: [AtomicU64; Refusal::ALL.len()],
+    /// MQTT packets of every type read from and written to clients ($SYS's
+    /// `messages/received` and `messages/sent`).
+    pub packets_received: AtomicU64,
+    pub packets_sent: AtomicU64,
+    /// The most clients connected at once, as sampled (`sys::figures`).
+    pub clients_maximum: AtomicU64,
 }
 
 impl Metrics {

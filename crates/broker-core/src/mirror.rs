@@ -236,10 +236,7 @@ impl Engine for Shared {
             will.properties,
             will.publisher.as_deref().map(Into::into),
         ));
-        let allowed = self.acl.is_empty()
-            || self
-                .acl
-                .can_publish(client_id, username.as_deref(), &msg.topic);
+        let allowed = self.may_publish(client_id, username.as_deref(), &msg.topic);
         if !allowed {
             // Not to be published: taken all the same, so that it is not tried again.
             let taken = self.cluster.commit(Event::FireWill {

@@ -148,6 +148,7 @@ impl Broker {
                 }
             });
         }
+        tokio::spawn(crate::sys::run(self.shared.clone(), stop_rx.clone()));
         for listener in self.listeners {
             let shared = self.shared.clone();
             tokio::spawn(accept_loop(
@@ -179,6 +180,11 @@ impl Stats {
 
     pub fn gauges(&self) -> Gauges {
         self.0.gauges()
+    }
+
+    /// This node's own figures, as `$SYS` publishes them (`GET /node`).
+    pub fn figures(&self) -> crate::sys::Figures {
+        crate::sys::figures(&self.0)
     }
 }
 

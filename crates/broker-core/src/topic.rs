@@ -54,6 +54,11 @@ pub fn split_shared(filter: &str) -> Option<(&str, &str)> {
     filter.strip_prefix(SHARE_PREFIX)?.split_once('/')
 }
 
+/// Whether `topic` is in the `$SYS` tree, which only the broker publishes to (`sys`).
+pub fn is_sys(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
 /// Wildcards at the first level do not reach topics starting with '$' (§4.7.2), so that
 /// a '#' subscriber does not see `$SYS` and the like.
 fn dollar_blocked(first_filter_level: &str, topic: &str) -> bool {
@@ -110,6 +115,23 @@ pub fn filter_covers(rule: &str, filter: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sys_tree() {
+        for yes in ["$SYS", "$SYS/broker/uptime", "$SYS/"] {
+            assert!(is_sys(yes), "{yes}");
+        }
+        for no in ["$SYSTEM/x", "SYS/x", "a/$SYS/x", "$share/g/x", "$sys/x", ""] {
+            assert!(!is_sys(no), "{no}");
+        }
+        // §4.7.2: wildcards at the first level do not reach it.
+        for filter in ["#", "+/broker/uptime", "+/#", "+/+/+"] {
+            assert!(!matches(filter, "$SYS/broker/uptime"), "{filter}");
+        }
+        for filter in ["$SYS/#", "$SYS/+/uptime", "$SYS/broker/uptime"] {
+            assert!(matches(filter, "$SYS/broker/uptime"), "{filter}");
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

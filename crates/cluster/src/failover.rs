@@ -25,6 +25,7 @@ use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
+use crate::events::Kind;
 use crate::node::{Node, COMMIT_TIMEOUT, ELECTION};
 use crate::types::Cmd;
 
@@ -162,12 +163,14 @@ pub async fn run(node: Arc<Node>) {
         if now_quorum != quorum {
             if now_quorum {
                 inc(&node.counters.quorum_regained);
+                node.record(Kind::QuorumRegained);
                 tracing::info!(
                     leader = ?m.current_leader,
                     "cluster quorum regained: commits, connects and QoS 1/2 acks resume"
                 );
             } else {
                 inc(&node.counters.quorum_lost);
+                node.record(Kind::QuorumLost);
                 tracing::warn!(
                     state = ?m.state,
                     "cluster quorum lost (no leader reachable, or leading without a \
@@ -366,11 +369,14 @@ fn fire_wills(node: &Arc<Node>, wills: Vec<DueWill>, firing: &mut HashMap<(Strin
             continue;
         }
         let committed = engine.publish_will(&key.0, key.1, message, username);
-        firing.insert(key, Instant::now());
+        firing.insert(key.clone(), Instant::now());
         let node = node.clone();
         tokio::spawn(async move {
             if committed.await.is_ok() {
                 inc(&node.counters.wills_published);
+                node.record(Kind::WillPublished {
+                    client_id: key.0.clone(),
+                });
             }
         });
     }
@@ -403,9 +409,20 @@ async fn commit_all(node: &Arc<Node>, events: Vec<Event>) {
     let c = &node.counters;
     for (event, outcome) in events.iter().zip(outcomes) {
         match (event, outcome) {
-            (Event::NodeDown { .. }, Outcome::Done) => inc(&c.nodes_down),
-            (Event::NodeUp { .. }, Outcome::Done) => inc(&c.nodes_up),
-            (Event::Expire { .. }, Outcome::Done) => inc(&c.sessions_expired),
+            (Event::NodeDown { node: id, .. }, Outcome::Done) => {
+                inc(&c.nodes_down);
+                node.record(Kind::NodeDown { node: *id });
+            }
+            (Event::NodeUp { node: id }, Outcome::Done) => {
+                inc(&c.nodes_up);
+                node.record(Kind::NodeUp { node: *id });
+            }
+            (Event::Expire { client_id, .. }, Outcome::Done) => {
+                inc(&c.sessions_expired);
+                node.record(Kind::SessionExpired {
+                    client_id: client_id.clone(),
+                });
+            }
             _ => {}
         }
     }

@@ -6,6 +6,7 @@
 //! - `handshake`: mutual authentication of a cluster connection (the cluster secret).
 //! - `tls`: optional mutual TLS under it, with the cluster CA.
 //! - `network`: the node-to-node transport (frames, requests, openraft's client side).
+//! - `events`: the last cluster events this node saw, with their time (`/events`).
 //! - `failover`: quorum watch, dead-node detection, wills of dead nodes' clients,
 //!   session expiry (leader-driven, through Raft).
 //! - `prevote`: elections (openraft's timer is off): a node stands only when a majority
@@ -14,6 +15,7 @@
 //!   in `Node::commit_latency` and `Node::batch_size`), the transport server, membership
 //!   changes and status.
 
+mod events;
 mod failover;
 mod handshake;
 mod network;
@@ -22,6 +24,7 @@ mod prevote;
 mod tls;
 mod types;
 
+pub use events::{ClusterEvent, Kind as EventKind};
 pub use failover::Events;
 pub use handshake::Secret;
 pub use node::{Node, NodeStatus, Settings, StartError, Status};

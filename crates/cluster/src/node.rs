@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
+use crate::events::{ClusterEvent, EventLog, Kind};
 use crate::failover;
 use crate::failover::{Counters, Events};
 use crate::handshake::{Quiet, Secret};
@@ -113,6 +114,8 @@ pub struct Node {
     /// What the election timeout runs from, besides the leader's last word.
     pub(crate) election: ElectionClock,
     pub(crate) counters: Counters,
+    /// The last events, with their time (`GET /events`).
+    pub(crate) events: EventLog,
     /// Whether we can commit, as the failover watch last saw it.
     pub(crate) quorum: std::sync::atomic::AtomicBool,
     /// When a leader last reached us (AppendEntries or a snapshot it sent, accepted
@@ -237,6 +240,7 @@ impl Node {
             contacts,
             election: ElectionClock::default(),
             counters: Counters::default(),
+            events: EventLog::default(),
             down: Mutex::new(Vec::new()),
             // Until the watch has looked: a node starts as if it could, so that its
             // first publishes are not held for nothing.
@@ -251,6 +255,7 @@ impl Node {
             commit_latency: Histogram::new(&LATENCY_BOUNDS),
             batch_size: Histogram::new(&BATCH_BOUNDS),
         });
+        node.record(Kind::NodeStarted);
         tokio::spawn(serve(node.clone(), s.listener));
         tokio::spawn(propose(node.clone(), rx));
         tokio::spawn(watch(node.clone()));
@@ -335,6 +340,17 @@ impl Node {
     pub(crate) fn heard_leader_at(&self, at: std::time::Instant) {
         let mut heard = self.leader_heard.lock().unwrap_or_else(|e| e.into_inner());
         *heard = (*heard).max(Some(at));
+    }
+
+    /// Records an event in this node's ring.
+    pub(crate) fn record(&self, kind: Kind) {
+        self.events.record(self.id, kind);
+    }
+
+    /// The events this node recorded after sequence number `since` (all of the kept
+    /// ones with `None`), oldest first.
+    pub fn events(&self, since: Option<u64>) -> Vec<ClusterEvent> {
+        self.events.since(since)
     }
 
     pub(crate) fn engine(&self) -> Option<&Arc<dyn Engine>> {
@@ -576,6 +592,40 @@ impl ClusterApi for Node {
         if tx.try_send(req).is_err() {
             tracing::debug!(node, "forward queue full or closed: message dropped");
         }
+    }
+
+    fn sys_topics(&self) -> Vec<(String, String)> {
+        let s = self.status();
+        let members: Vec<serde_json::Value> = s
+            .nodes
+            .iter()
+            .map(|n| {
+                let state = match s.down.contains(&n.id) {
+                    true => "down",
+                    false => "up",
+                };
+                serde_json::json!({
+                    "id": n.id,
+                    "voter": n.voter,
+                    "state": state,
+                    "cluster_addr": n.cluster_addr,
+                    "mqtt_addr": n.mqtt_addr,
+                    "http_addr": n.http_addr,
+                })
+            })
+            .collect();
+        let leader = s
+            .leader
+            .map_or_else(|| "none".to_string(), |l| l.to_string());
+        vec![
+            ("cluster/leader".into(), leader),
+            ("cluster/term".into(), s.term.to_string()),
+            ("cluster/role".into(), s.role),
+            (
+                "cluster/members".into(),
+                serde_json::Value::Array(members).to_string(),
+            ),
+        ]
     }
 
     fn attach(
@@ -855,6 +905,8 @@ async fn forwarder(node: NodeId, addr: String, mut rx: mpsc::Receiver<Request>) 
 async fn watch(node: Arc<Node>) {
     let mut rx = node.raft.metrics();
     let mut leader = None;
+    // The last leader there was, for the event of the next change.
+    let mut known = None;
     let mut voters = BTreeSet::new();
     loop {
         {
@@ -867,10 +919,16 @@ async fn watch(node: Arc<Node>) {
                     to = ?m.current_leader,
                     "cluster leader changed"
                 );
-                if m.current_leader.is_some() {
+                if let Some(to) = m.current_leader {
                     node.counters
                         .leader_changes
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    node.record(Kind::LeaderChanged {
+                        from: known,
+                        to,
+                        term: m.current_term,
+                    });
+                    known = Some(to);
                 }
                 leader = m.current_leader;
             }

@@ -254,6 +254,11 @@ pub struct Cli {
     /// the connection (5.0 clients: Receive Maximum) [default: 64].
     #[arg(long, value_name = "N")]
     pub max_inflight_qos2: Option<u16>,
+
+    /// Seconds between two publications of this node's $SYS topics to its own
+    /// subscribers, 0 for none [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub sys_interval_secs: Option<u64>,
 }
 
 /// Work done on a running node instead of starting one.

@@ -502,6 +502,7 @@ impl Settings {
             max_retained_per_client,
             max_persistent_sessions,
             max_inflight_qos2,
+            sys_interval_secs,
         } = cli;
         let engine = &mut self.engine;
         set(&mut self.data_dir, data_dir);
@@ -556,6 +557,7 @@ impl Settings {
         set(&mut engine.max_retained_per_client, max_retained_per_client);
         set(&mut engine.max_persistent_sessions, max_persistent_sessions);
         set(&mut engine.max_inflight_qos2, max_inflight_qos2);
+        set(&mut engine.sys_interval_secs, sys_interval_secs);
     }
 
     /// The settings as a TOML file would hold them. Unset optional settings show as
@@ -703,6 +705,7 @@ mod tests {
                 "--max-retained-per-client=20",
                 "--max-persistent-sessions=21",
                 "--max-inflight-qos2=22",
+                "--sys-interval-secs=23",
                 "--log-level=trace",
                 "--data-dir=d",
                 "--node-id=4",
@@ -774,9 +777,31 @@ mod tests {
                 max_retained_per_client: 20,
                 max_persistent_sessions: 21,
                 max_inflight_qos2: 22,
+                sys_interval_secs: 23,
             },
         };
         assert_eq!(settings, expected);
+    }
+
+    #[test]
+    fn sys_interval_comes_from_the_file_or_the_flag() {
+        assert_eq!(Settings::default().engine.sys_interval_secs, 10);
+        let interval =
+            |file: &str, args: &[&str]| merge(file, args).unwrap().engine.sys_interval_secs;
+        assert_eq!(
+            interval("sys_interval_secs = 0", &[]),
+            0,
+            "0 turns $SYS off"
+        );
+        assert_eq!(
+            interval("sys_interval_secs = 30", &["--sys-interval-secs", "5"]),
+            5
+        );
+        let err = merge("sys_interval_secs = -1", &[]).unwrap_err();
+        assert!(err.starts_with("sys_interval_secs: invalid value"), "{err}");
+        assert!(Settings::default()
+            .to_toml()
+            .contains("\nsys_interval_secs = 10\n"));
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //!   leader, else 503 `not ready` (a readiness probe: route clients elsewhere meanwhile);
 //! - `GET /cluster`: the cluster status JSON from [`Control::status`];
 //! - `GET /metrics`: every metric in the Prometheus text format ([`Control::metrics`]);
+//! - `GET /`: the status page (`status.html`, embedded): the whole cluster, live;
+//! - `GET /cluster/view`: what the page shows, the whole cluster as gathered by this
+//!   node from every member (`view`);
+//! - `GET /node`: this node's own figures ([`Control::node`]);
+//! - `GET /events[?since=SEQ]`: the cluster events this node recorded, oldest first
+//!   ([`Control::events`]);
 //! - `POST /cluster/leave`, `POST /cluster/remove/{id}`: membership changes, answered
 //!   `{"ok":true}` or `{"error":"…"}` with 500, or 503 while the node is not ready.
 //!
@@ -19,10 +25,10 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -43,7 +49,16 @@ pub trait Control: Send + Sync + 'static {
     fn leave(&self) -> Change;
     /// Takes node `id` out of the cluster.
     fn remove(&self, id: u64) -> Change;
+    /// This node's own figures: id, role, readiness, clients, sessions, counters,
+    /// queued messages, disk (`GET /node`).
+    fn node(&self) -> Value;
+    /// The events this node recorded after sequence number `since` (all it keeps with
+    /// `None`), oldest first: a JSON array (`GET /events`).
+    fn events(&self, since: Option<u64>) -> Value;
 }
+
+/// The status page: one file, no external resources, served as is.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 type Node = State<Arc<dyn Control>>;
 
@@ -73,6 +88,10 @@ fn router(control: Arc<dyn Control>, token: Option<cluster::Secret>) -> Router {
         .route("/ready", get(ready))
         .route("/cluster", get(status))
         .route("/metrics", get(metrics))
+        .route("/", get(|| async { Html(STATUS_PAGE) }))
+        .route("/cluster/view", get(view))
+        .route("/node", get(node))
+        .route("/events", get(events))
         .merge(admin)
         .with_state(control)
 }
@@ -120,6 +139,29 @@ async fn metrics(State(control): Node) -> Response {
         Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+async fn view(State(control): Node) -> Json<Value> {
+    Json(crate::view::gather(control).await)
+}
+
+async fn node(State(control): Node) -> Json<Value> {
+    Json(control.node())
+}
+
+/// `?since=SEQ` (or nothing): 400 for anything else.
+async fn events(State(control): Node, RawQuery(query): RawQuery) -> Response {
+    let since = match query.as_deref().filter(|q| !q.is_empty()) {
+        None => None,
+        Some(q) => match q.strip_prefix("since=").map(str::parse::<u64>) {
+            Some(Ok(seq)) => Some(seq),
+            _ => {
+                let error = "expected ?since=SEQ, a sequence number from an earlier answer";
+                return (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response();
+            }
+        },
+    };
+    Json(control.events(since)).into_response()
 }
 
 async fn leave(State(control): Node) -> Response {
@@ -173,10 +215,13 @@ pub(crate) mod fake {
         pub leave_error: Mutex<Option<String>>,
         /// Every membership call, in order: "leave" or "remove N".
         pub calls: Mutex<Vec<String>>,
+        /// Node 2's HTTP address, when not the default 127.0.0.2:8080.
+        pub http_of_2: Mutex<Option<String>>,
     }
 
     impl Control for FakeControl {
         fn status(&self) -> Value {
+            let http_of_2 = self.http_of_2.lock().unwrap().clone();
             json!({
                 "node_id": 1, "role": "leader", "leader": 1, "term": 3,
                 "commit_index": 10, "applied_index": 10, "last_log_index": 10,
@@ -185,9 +230,33 @@ pub(crate) mod fake {
                     {"id": 1, "voter": true, "cluster_addr": "127.0.0.1:7000",
                      "mqtt_addr": "127.0.0.1:1883", "http_addr": "127.0.0.1:8080"},
                     {"id": 2, "voter": false, "cluster_addr": "127.0.0.2:7000",
-                     "mqtt_addr": "127.0.0.2:1883", "http_addr": "127.0.0.2:8080"},
+                     "mqtt_addr": "127.0.0.2:1883",
+                     "http_addr": http_of_2.as_deref().unwrap_or("127.0.0.2:8080")},
                 ],
+                "down": [],
             })
+        }
+
+        fn node(&self) -> Value {
+            json!({"id": 1, "role": "leader", "ready": self.is_ready(),
+                   "stats": {"clients_connected": 2, "publish_received": 10}})
+        }
+
+        /// Three events; the second, a leader change, every node of a cluster of fakes
+        /// has alike.
+        fn events(&self, since: Option<u64>) -> Value {
+            let all = [
+                json!({"seq": 1, "at_ms": 1000, "seen_by": 1, "kind": "node_started"}),
+                json!({"seq": 2, "at_ms": 2000, "seen_by": 1, "kind": "leader_changed",
+                       "from": null, "to": 1, "term": 3}),
+                json!({"seq": 3, "at_ms": 3000, "seen_by": 1, "kind": "node_down", "node": 2}),
+            ];
+            let after = since.unwrap_or(0);
+            Value::Array(
+                all.into_iter()
+                    .filter(|e| e["seq"].as_u64() > Some(after))
+                    .collect(),
+            )
         }
 
         fn is_ready(&self) -> bool {
@@ -441,6 +510,99 @@ mod tests {
         assert!(body.contains("--admin-token-file"), "{body}");
         assert!(server.control.calls.lock().unwrap().is_empty());
         assert_eq!(request(&server, "GET", "/health").0, 200);
+    }
+
+    #[test]
+    fn the_status_page_is_one_self_contained_file() {
+        let server = Server::start();
+        let (status, body) = request(&server, "GET", "/");
+        assert_eq!(status, 200);
+        assert!(body.starts_with("<!doctype html>"), "{}", &body[..40]);
+        assert!(body.contains("/cluster/view"));
+        for external in ["http://", "https://", "src=\"//"] {
+            assert!(
+                !body.contains(external),
+                "the page loads nothing from {external}"
+            );
+        }
+    }
+
+    #[test]
+    fn node_and_events_serve_the_nodes_own_records() {
+        let server = Server::start();
+        let (status, body) = request(&server, "GET", "/node");
+        assert_eq!(
+            (status, json(&body)["role"].clone()),
+            (200, "leader".into())
+        );
+        let seqs = |path: &str| {
+            let (status, body) = request(&server, "GET", path);
+            assert_eq!(status, 200, "{path}: {body}");
+            let events = json(&body);
+            let seqs: Vec<u64> = events
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["seq"].as_u64().unwrap())
+                .collect();
+            seqs
+        };
+        assert_eq!(seqs("/events"), [1, 2, 3]);
+        assert_eq!(seqs("/events?since=1"), [2, 3]);
+        assert_eq!(seqs("/events?since=3"), Vec::<u64>::new());
+        for bad in ["/events?since=x", "/events?after=1", "/events?since=-1"] {
+            assert_eq!(request(&server, "GET", bad).0, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_view_marks_unreachable_members_down() {
+        let (a, b) = (Server::start(), Server::start());
+        *a.control.http_of_2.lock().unwrap() = Some(b.addr.to_string());
+        let view = |server: &Server| json(&request(server, "GET", "/cluster/view").1);
+        let v = view(&a);
+        assert_eq!(v["served_by"], 1);
+        assert_eq!(
+            (v["leader"].clone(), v["term"].clone()),
+            (1.into(), 3.into())
+        );
+        let states: Vec<&str> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, ["up", "up"], "{v}");
+        assert_eq!(v["nodes"][1]["node"]["stats"]["clients_connected"], 2);
+        // Both fakes saw the same leader change: once in the merged timeline.
+        let kinds: Vec<&str> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "node_started",
+                "node_started",
+                "leader_changed",
+                "node_down",
+                "node_down"
+            ]
+        );
+
+        b.stop().unwrap();
+        let v = view(&a);
+        let two = &v["nodes"][1];
+        assert_eq!(
+            (two["id"].clone(), two["state"].clone()),
+            (2.into(), "down".into()),
+            "{v}"
+        );
+        assert_eq!(two["reachable"], false);
+        assert!(two["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+        assert_eq!(v["nodes"][0]["state"], "up");
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! - `cli`: the flags.
 //! - `config`: the merged settings, the TOML file and its error messages.
 //! - `server`: start-up of a node: listeners, the cluster member, the broker.
-//! - `http`: the HTTP API (health, readiness, cluster status and membership, metrics).
+//! - `http`: the HTTP API (health, readiness, cluster status and membership, metrics,
+//!   the status page, events).
 //! - `metrics`: the Prometheus metrics, read from the engine, the cluster and `host`
 //!   (this process and the data directory, as the system tells them).
+//! - `view`: the whole cluster for the status page, gathered from every member.
 //! - `ctl`: `raftmq cluster ...`, the client side of that API.
 //! - `passwd`: `raftmq passwd FILE USER`, which edits a password file.
 //!
@@ -21,6 +23,7 @@ mod http;
 mod metrics;
 mod passwd;
 mod server;
+mod view;
 
 use std::fmt::Display;
 use std::future::Future;

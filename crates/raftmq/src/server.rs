@@ -3,14 +3,15 @@
 //! dir), then the broker on top of it and the HTTP API beside it.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use broker_core::transport::{Tls, TlsFiles};
-use broker_core::{Auth, Broker, Listener, Transport};
+use broker_core::{Auth, Broker, Listener, Stats, Transport};
 use cluster::{Node, NodeInfo};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::config::{Secrets, Settings};
@@ -145,6 +146,8 @@ pub async fn serve(settings: Settings, auth: Arc<Auth>, secrets: Secrets) -> Exi
     let control: Arc<dyn Control> = Arc::new(NodeControl {
         metrics: Exporter::new(node.clone(), broker.stats(), settings.data_dir.clone()),
         node: node.clone(),
+        stats: broker.stats(),
+        data_dir: settings.data_dir.clone(),
     });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(crate::http::serve(
@@ -274,6 +277,9 @@ fn hostname() -> String {
 struct NodeControl {
     node: Arc<Node>,
     metrics: Exporter,
+    /// The engine's figures.
+    stats: Stats,
+    data_dir: PathBuf,
 }
 
 impl Control for NodeControl {
@@ -298,11 +304,90 @@ impl Control for NodeControl {
         let node = self.node.clone();
         Box::pin(async move { node.remove(id).await })
     }
+
+    fn node(&self) -> Value {
+        let s = self.node.status();
+        json!({
+            "id": s.node_id,
+            "role": s.role,
+            "leader": s.leader,
+            "term": s.term,
+            "ready": s.ready,
+            "commit_index": s.commit_index,
+            "applied_index": s.applied_index,
+            "stats": self.stats.figures(),
+            "disk": disk_usage(&self.data_dir),
+        })
+    }
+
+    fn events(&self, since: Option<u64>) -> Value {
+        serde_json::to_value(self.node.events(since)).unwrap_or(Value::Null)
+    }
+}
+
+/// The data dir, the bytes its files take and the bytes free for it on its filesystem
+/// (`null` when that cannot be read).
+fn disk_usage(dir: &Path) -> Value {
+    json!({
+        "data_dir": dir.display().to_string(),
+        "used_bytes": dir_size(dir),
+        "free_bytes": free_bytes(dir),
+    })
+}
+
+/// The sizes of the files under `dir`, added up (symbolic links not followed).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&entry.path()),
+            Ok(m) if m.is_file() => m.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Bytes an unprivileged user may still write on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `st` is writable space for one
+    // statvfs, which the call fills when it returns 0.
+    let st = unsafe {
+        if libc::statvfs(path.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_usage_adds_up_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), [0u8; 100]).unwrap();
+        std::fs::create_dir(dir.path().join("blobs")).unwrap();
+        std::fs::write(dir.path().join("blobs/b"), [0u8; 23]).unwrap();
+        let usage = disk_usage(dir.path());
+        assert_eq!(usage["used_bytes"], 123);
+        assert!(
+            usage["free_bytes"].as_u64().is_some_and(|f| f > 0),
+            "{usage}"
+        );
+        assert_eq!(disk_usage(&dir.path().join("missing"))["used_bytes"], 0);
+        assert_eq!(
+            disk_usage(&dir.path().join("missing"))["free_bytes"],
+            Value::Null
+        );
+    }
 
     #[test]
     fn advertised_addresses() {
