@@ -40,6 +40,7 @@ mod t30_v5;
 mod t40_auth;
 mod t40_limits_acl;
 mod t42_quotas;
+mod t44_overload;
 mod t45_slow_consumers;
 mod t50_bad_input;
 mod t60_config;
