@@ -42,6 +42,7 @@ mod t35_sys_topics;
 mod t40_auth;
 mod t40_limits_acl;
 mod t42_quotas;
+mod t44_overload;
 mod t45_slow_consumers;
 mod t50_bad_input;
 mod t60_config;

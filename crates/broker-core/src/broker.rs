@@ -18,6 +18,7 @@ use crate::message::Message;
 use crate::metrics::{Gauges, Metrics};
 use crate::packet::{Protocol, QoS, SubOptions, Will};
 use crate::quota::{Quotas, Reservation};
+use crate::rate::Pacing;
 use crate::replicated::NodeId;
 use crate::replicated::{
     now_ms, Event, Origin, Outcome, StoredMessage, Target as DurableTarget, WILL_SEQ,
@@ -84,6 +85,11 @@ pub(crate) struct Shared {
     pub auth: Arc<Auth>,
     pub metrics: Metrics,
     pub quota: Quotas,
+    /// The `[[pacing]]` rules' pacers, shared by every connection of this node.
+    pub pacing: Pacing,
+    /// Above `max_memory_mb` (sampled by the server): new connections are refused as
+    /// busy and QoS 0 deliveries dropped.
+    pub over_memory: AtomicBool,
     pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     pub subs: RwLock<SubscriptionTree<Arc<str>, SubEntry>>,
     pub retained: RwLock<RetainedStore<Arc<Message>>>,
@@ -447,6 +453,11 @@ impl Shared {
     /// Queues one delivery and counts what happened to it.
     pub fn enqueue(&self, session: &Arc<Session>, d: Delivery, routed: &mut Routed) -> Enqueued {
         let qos = d.qos;
+        if qos == QoS::AtMostOnce && self.over_memory.load(Ordering::Relaxed) {
+            // Over the memory high-water mark QoS 0 goes first: it was never promised.
+            Metrics::inc(&self.metrics.dropped_memory);
+            return Enqueued::Dropped;
+        }
         let overflow = self.config.queue_policy == QueuePolicy::Backpressure;
         let enqueued = session.enqueue(d, self.config.max_queued_messages, overflow);
         match enqueued {
@@ -747,6 +758,8 @@ impl Shared {
     ) -> Arc<Shared> {
         let shared = Arc::new(Shared {
             acl: Acl::new(config.acl.clone()),
+            pacing: Pacing::new(&config.pacing),
+            over_memory: AtomicBool::new(false),
             auth,
             config,
             node: cluster.node_id(),

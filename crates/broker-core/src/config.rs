@@ -49,6 +49,17 @@ pub struct AclRule {
     pub username: Option<String>,
 }
 
+/// Push pacing: deliveries of messages whose topic matches `topic` leave this node at
+/// most `rate` per second, spread evenly over the subscribers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacingRule {
+    /// A topic filter (`+` and `#` allowed); the first matching rule paces a message.
+    pub topic: String,
+    /// Deliveries per second on this node.
+    pub rate: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Permission {
@@ -164,6 +175,23 @@ pub struct Config {
     /// Seconds between two publications of this node's `$SYS` topics to its own
     /// subscribers; 0 turns them off.
     pub sys_interval_secs: u64,
+    /// New connections this node accepts per second, all listeners together (0: no
+    /// limit). The excess waits in the kernel's accept queue, so a reconnect storm is
+    /// absorbed rather than refused.
+    pub max_connect_rate: u32,
+    /// PUBLISH packets per second one client may send, with a second's worth of burst
+    /// (0: no limit). Over it, a 5.0 client is disconnected with 0x96 (message rate too
+    /// high) and a 3.1.1 client, which has no such code, is not read until its rate
+    /// allows.
+    pub max_publish_rate: u32,
+    /// Bytes per second one client may send, all packets (0: no limit): its socket is
+    /// not read until its rate allows.
+    pub max_inbound_bytes_rate: u64,
+    /// Resident memory high-water mark in MiB (0: none). Above it, new connections are
+    /// refused as server busy and QoS 0 deliveries are dropped.
+    pub max_memory_mb: u64,
+    /// Push pacing rules (`[[pacing]]` tables), first match wins.
+    pub pacing: Vec<PacingRule>,
 }
 
 impl Default for Config {
@@ -203,6 +231,11 @@ impl Default for Config {
             max_persistent_sessions: 100_000,
             max_inflight_qos2: 64,
             sys_interval_secs: 10,
+            max_connect_rate: 0,
+            max_publish_rate: 0,
+            max_inbound_bytes_rate: 0,
+            max_memory_mb: 0,
+            pacing: Vec::new(),
         }
     }
 }
@@ -287,6 +320,17 @@ impl Config {
         }
         if self.max_inflight_qos2 == 0 {
             return Err("max_inflight_qos2: must be at least 1".into());
+        }
+        for (i, rule) in self.pacing.iter().enumerate() {
+            if !crate::topic::valid_topic_filter(&rule.topic) {
+                return Err(format!(
+                    "pacing[{i}].topic: {:?} is not a valid topic filter",
+                    rule.topic
+                ));
+            }
+            if rule.rate == 0 {
+                return Err(format!("pacing[{i}].rate: must be at least 1"));
+            }
         }
         for (i, rule) in self.acl.iter().enumerate() {
             if !crate::topic::valid_topic_filter(&rule.topic) {

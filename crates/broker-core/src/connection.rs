@@ -29,6 +29,7 @@ use crate::packet::{
     SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe, Will,
 };
 use crate::quota::{self, Quota};
+use crate::rate::{Bucket, Pacing};
 use crate::replicated::{Event, Outcome, StoredSub, StoredWill};
 use crate::session::{Delivery, Inflight, Session, Stage};
 use crate::{sys, topic};
@@ -85,6 +86,8 @@ enum Exit {
     /// connection closes (5.0: DISCONNECT 0x97), as 3.1.1 §3.3.5 says of a PUBLISH the
     /// server will not take.
     Quota(String),
+    /// A 5.0 client published faster than `max_publish_rate` (DISCONNECT 0x96).
+    RateTooHigh(String),
 }
 
 impl Exit {
@@ -104,6 +107,7 @@ impl Exit {
             Exit::CutOff { .. } => Some(reason::USE_ANOTHER_SERVER),
             Exit::Violation { code, .. } => Some(*code),
             Exit::Quota(_) => Some(reason::QUOTA_EXCEEDED),
+            Exit::RateTooHigh(_) => Some(reason::MESSAGE_RATE_TOO_HIGH),
             // 0x88 (server unavailable) is a CONNACK code only.
             Exit::Unavailable { .. } => Some(reason::UNSPECIFIED_ERROR),
             Exit::Disconnect { .. } | Exit::Lost(_) => None,
@@ -235,7 +239,7 @@ async fn handshake<S: ByteStream>(
 ) -> Option<(Connection, BytesMut)> {
     let mut rbuf = BytesMut::with_capacity(1024);
     let max = shared.config.max_packet_size as usize;
-    let read = read_connect(stream, &mut rbuf, max, &shared.metrics);
+    let read = read_connect(stream, &mut rbuf, max);
     let connect = tokio::time::timeout_at(deadline, read).await;
     let connect = match connect {
         Ok(Ok(c)) => {
@@ -277,7 +281,6 @@ async fn read_connect<S: ByteStream>(
     stream: &mut S,
     rbuf: &mut BytesMut,
     max: usize,
-    metrics: &Metrics,
 ) -> Result<Connect, ConnectError> {
     loop {
         match codec::decode_connect(rbuf, max) {
@@ -288,7 +291,7 @@ async fn read_connect<S: ByteStream>(
         rbuf.reserve(1024);
         match stream.read_buf(rbuf).await {
             Ok(0) => return Err(ConnectError::Io("connection closed".into())),
-            Ok(n) => Metrics::add(&metrics.bytes_received, n as u64),
+            Ok(_) => {}
             Err(e) => return Err(ConnectError::Io(e.to_string())),
         }
     }
@@ -378,6 +381,61 @@ struct Connection {
     held: VecDeque<Held>,
     /// Messages this connection has proposed to the cluster (see `Publisher`).
     proposed: u64,
+    /// Boxed, and only when a limit is set: most deployments have none.
+    limits: Option<Box<Limits>>,
+    /// Over an inbound rate: the socket is not read, nor packets handled, until then.
+    paused_until: Option<tokio::time::Instant>,
+    /// The push-pacing slot reserved for the session's next delivery.
+    paced: Option<tokio::time::Instant>,
+}
+
+/// A client's inbound rates: `max_publish_rate` and `max_inbound_bytes_rate`.
+struct Limits {
+    publishes: Option<Bucket>,
+    bytes: Option<Bucket>,
+    /// Whether this client's first excess was logged (one line per client).
+    logged: bool,
+}
+
+impl Limits {
+    /// The configured limits, or none. A second's worth may come at once.
+    fn new(cfg: &crate::config::Config) -> Option<Box<Limits>> {
+        let now = tokio::time::Instant::now();
+        let bucket = |rate: f64| (rate > 0.0).then(|| Bucket::new(rate, rate, now));
+        let publishes = bucket(f64::from(cfg.max_publish_rate));
+        let bytes = bucket(cfg.max_inbound_bytes_rate as f64);
+        (publishes.is_some() || bytes.is_some()).then(|| {
+            Box::new(Limits {
+                publishes,
+                bytes,
+                logged: false,
+            })
+        })
+    }
+}
+
+/// Push pacing: whether the next delivery, on `topic`, may go now. A paced one reserves
+/// a slot in `paced` once and waits for it (the run loop wakes the drain then).
+fn slot_due(pacing: &Pacing, paced: &mut Option<tokio::time::Instant>, topic: &str) -> bool {
+    let now = tokio::time::Instant::now();
+    let slot = match *paced {
+        Some(slot) => slot,
+        None => match pacing.slot(topic, now) {
+            Some(slot) => slot,
+            None => return true,
+        },
+    };
+    let due = slot <= now;
+    *paced = (!due).then_some(slot);
+    due
+}
+
+/// Resolves at `at`, or never.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Connection {
@@ -417,6 +475,12 @@ impl Connection {
             }))
         } else if open > cfg.max_connections as u64 {
             Some(refuse(reason::SERVER_BUSY, "too many connections"))
+        } else if shared.over_memory.load(Ordering::Relaxed) {
+            Metrics::inc(&shared.metrics.refused_memory);
+            Some(refuse(
+                reason::SERVER_BUSY,
+                "memory above max_memory_mb: server busy",
+            ))
         } else if c.client_id.is_empty() && protocol == Protocol::V4 && !c.clean_start {
             Some(refuse(
                 reason::CLIENT_ID_NOT_VALID,
@@ -589,6 +653,9 @@ impl Connection {
             blocked: Vec::new(),
             held: VecDeque::new(),
             proposed: 0,
+            limits: Limits::new(cfg),
+            paused_until: None,
+            paced: None,
         };
         conn.send(&Packet::ConnAck(ack));
         conn.resend_inflight();
@@ -632,6 +699,7 @@ impl Connection {
             }
             let can_read = self.wbuf.len() < WBUF_HIGH
                 && self.blocked.is_empty()
+                && self.paused_until.is_none()
                 && self.held.len() < MAX_HELD;
             tokio::select! {
                 biased;
@@ -639,15 +707,14 @@ impl Connection {
                     poll_io(cx, &mut stream, &self.wbuf, self.unflushed, can_read, &mut rbuf, &self.shared)
                 }), if !self.wbuf.is_empty() || self.unflushed || can_read => match io {
                     Io::Wrote(n) => {
-                        Metrics::add(&self.shared.metrics.bytes_sent, n as u64);
                         self.wbuf.advance(n);
                         self.unflushed = true;
                     }
                     Io::Flushed => self.unflushed = false,
                     Io::Read(0) => break Exit::Lost("connection closed by client".into()),
                     Io::Read(n) => {
-                        Metrics::add(&self.shared.metrics.bytes_received, n as u64);
                         last_read = Instant::now();
+                        self.count_bytes_in(n);
                         if let Err(exit) = Box::pin(self.process(&mut rbuf, max_in)).await {
                             break exit;
                         }
@@ -669,6 +736,15 @@ impl Connection {
                     wake.set(session.wake.notified());
                     wake.as_mut().enable();
                 }
+                _ = sleep_until(self.paused_until), if self.paused_until.is_some() => {
+                    self.paused_until = None;
+                    if let Err(exit) = Box::pin(self.process(&mut rbuf, max_in)).await {
+                        break exit;
+                    }
+                }
+                _ = sleep_until(self.paced), if self.paced.is_some() && !self.want_drain => {
+                    self.want_drain = true;
+                }
                 _ = wait_for_room(&self.blocked, bound), if !self.blocked.is_empty() => {
                     self.blocked.clear();
                     // Packets read before we stopped are handled now, not at the next read.
@@ -687,10 +763,11 @@ impl Connection {
                         self.wbuf = BytesMut::new();
                     }
                     // A client we have stopped reading is not silent: we are.
-                    if Instant::now() >= deadline && self.blocked.is_empty() {
+                    let reading = self.blocked.is_empty() && self.paused_until.is_none();
+                    if Instant::now() >= deadline && reading {
                         break Exit::KeepAlive;
                     }
-                    let next = if self.blocked.is_empty() {
+                    let next = if reading {
                         deadline
                     } else {
                         Instant::now() + idle
@@ -705,7 +782,7 @@ impl Connection {
     /// Handles every complete packet in `rbuf`, or those up to a publish that filled a
     /// subscriber's queue under the backpressure policy.
     async fn process(&mut self, rbuf: &mut BytesMut, max_in: usize) -> Result<(), Exit> {
-        while self.blocked.is_empty() {
+        while self.blocked.is_empty() && self.paused_until.is_none() {
             let packet = match codec::decode(rbuf, self.protocol, max_in) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
@@ -819,6 +896,9 @@ impl Connection {
         if let Err(q) = quota::check_topic(&self.shared.config, &p.topic) {
             let verdict = self.over_quota(q, qos, "PUBLISH topic")?;
             return self.answer(verdict, qos, pkid);
+        }
+        if self.limits.is_some() {
+            self.check_publish_rate(qos, pkid)?;
         }
         if qos == QoS::ExactlyOnce {
             let mut st = self.session.lock();
@@ -935,6 +1015,64 @@ impl Connection {
         } else {
             self.held
                 .push_back(Box::pin(std::future::ready(Ok(Some(packet)))));
+        }
+    }
+
+    /// `max_publish_rate`. A 5.0 client over it is disconnected with 0x96 (message rate
+    /// too high: 5.0 defines that code for DISCONNECT only, no ack carries it), after a
+    /// second's worth of burst. A 3.1.1 client, which has no code for it, is slowed
+    /// instead: this publish goes through and the socket rests until the rate allows.
+    /// The resend of a QoS 2 message already taken is never counted: its PUBREC must
+    /// confirm it.
+    fn check_publish_rate(&mut self, qos: QoS, pkid: u16) -> Result<(), Exit> {
+        if qos == QoS::ExactlyOnce && self.session.lock().incoming_qos2.contains(&pkid) {
+            return Ok(());
+        }
+        let v5 = self.protocol == Protocol::V5;
+        let Some(limits) = self.limits.as_mut() else {
+            return Ok(());
+        };
+        let Some(bucket) = limits.publishes.as_mut() else {
+            return Ok(());
+        };
+        let now = tokio::time::Instant::now();
+        let metrics = &self.shared.metrics;
+        let rate = self.shared.config.max_publish_rate;
+        if v5 {
+            if bucket.try_take(1.0, now) {
+                return Ok(());
+            }
+            Metrics::inc(&metrics.dropped_rate_limited);
+            tracing::warn!(client_id = %self.client_id, "over max_publish_rate {rate}/s: disconnecting it (0x96)");
+            return Err(Exit::RateTooHigh(format!(
+                "publishing faster than max_publish_rate {rate}/s"
+            )));
+        }
+        if let Some(until) = bucket.take(1.0, now) {
+            Metrics::inc(&metrics.rate_limit_pauses);
+            self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+            if !limits.logged {
+                limits.logged = true;
+                tracing::warn!(client_id = %self.client_id, "over max_publish_rate {rate}/s: slowing it (not reading its socket)");
+            }
+        }
+        Ok(())
+    }
+
+    /// `max_inbound_bytes_rate`: counts `n` bytes read, resting the socket when over.
+    fn count_bytes_in(&mut self, n: usize) {
+        let Some(bucket) = self.limits.as_mut().and_then(|l| l.bytes.as_mut()) else {
+            return;
+        };
+        if let Some(until) = bucket.take(n as f64, tokio::time::Instant::now()) {
+            Metrics::inc(&self.shared.metrics.rate_limit_pauses);
+            self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+            let limits = self.limits.as_mut().expect("checked above");
+            if !limits.logged {
+                limits.logged = true;
+                let rate = self.shared.config.max_inbound_bytes_rate;
+                tracing::warn!(client_id = %self.client_id, "over max_inbound_bytes_rate {rate} B/s: slowing (not reading) it");
+            }
         }
     }
 
@@ -1328,13 +1466,19 @@ impl Connection {
                     Metrics::inc(&self.shared.metrics.dropped_expired);
                     continue;
                 }
-                if front.qos == QoS::AtMostOnce {
+                let qos0 = front.qos == QoS::AtMostOnce;
+                if !qos0 && st.inflight.len() >= st.window {
+                    break;
+                }
+                if !self.shared.pacing.is_empty()
+                    && !slot_due(&self.shared.pacing, &mut self.paced, &front.msg.topic)
+                {
+                    break;
+                }
+                if qos0 {
                     let d = st.pending.pop_front().expect("front exists");
                     batch.push((d, 0));
                     continue;
-                }
-                if st.inflight.len() >= st.window {
-                    break;
                 }
                 let seq = front.seq;
                 let Some(pkid) = st.pkid_for(seq) else {
@@ -1499,6 +1643,11 @@ impl Connection {
         if let Exit::Unavailable { ack: Some(ack), .. } = &exit {
             self.send(ack);
         }
+        if matches!(exit, Exit::Quota(_) | Exit::RateTooHigh(_)) {
+            // Closed for what it sent last, the client still gets the acks of what it
+            // sent before and we took: fewer resends after it reconnects.
+            self.send_held_replies().await;
+        }
         if matches!(exit, Exit::CutOff { .. }) {
             // Nothing more for this session from here: it may be served elsewhere by
             // now. Output that never left goes to the new owner from the durable queue.
@@ -1510,9 +1659,10 @@ impl Connection {
         }
         if let (Protocol::V5, Some(code)) = (self.protocol, server_reason) {
             let why = match &exit {
-                Exit::Violation { why, .. } | Exit::Unavailable { why, .. } | Exit::Quota(why) => {
-                    why.as_str()
-                }
+                Exit::Violation { why, .. }
+                | Exit::Unavailable { why, .. }
+                | Exit::Quota(why)
+                | Exit::RateTooHigh(why) => why.as_str(),
                 _ => reason_text(code),
             };
             let server_reference = match &exit {
@@ -1573,6 +1723,19 @@ impl Connection {
         }
     }
 
+    /// Sends the held replies whose commits complete within `CLOSE_FLUSH`, in order,
+    /// up to the first that fails or is late.
+    async fn send_held_replies(&mut self) {
+        let deadline = tokio::time::Instant::now() + CLOSE_FLUSH;
+        while let Some(reply) = self.held.pop_front() {
+            match tokio::time::timeout_at(deadline, reply).await {
+                Ok(Ok(Some(packet))) => self.send(&packet),
+                Ok(Ok(None)) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+    }
+
     fn log_exit(&self, exit: &Exit) {
         let why = match exit {
             Exit::Violation { code, why } => {
@@ -1581,7 +1744,9 @@ impl Connection {
                 return;
             }
             Exit::Disconnect { .. } => "DISCONNECT",
-            Exit::Unavailable { why, .. } | Exit::Quota(why) => why.as_str(),
+            Exit::Unavailable { why, .. } | Exit::Quota(why) | Exit::RateTooHigh(why) => {
+                why.as_str()
+            }
             Exit::Lost(e) => e.as_str(),
             Exit::KeepAlive => "keep-alive timeout",
             Exit::TakenOver => "session taken over",

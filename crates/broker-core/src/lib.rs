@@ -13,6 +13,7 @@
 //!    - `config`: every engine setting and its default; `acl`: access rules;
 //!      `metrics`: counters the server exposes; `quota`: the limits on what one client
 //!      may make the cluster hold, and the usage they are checked against.
+//!    - `rate`: token buckets and pacers (admission, inbound rates, push pacing).
 //!    - `replicated`: the state every node holds alike and the events that change it.
 //!    - `transport`: TLS and WebSocket as byte streams (I/O adapters, no MQTT).
 //! 2. The engine:
@@ -43,6 +44,7 @@ pub mod metrics;
 mod mirror;
 pub mod packet;
 mod quota;
+pub mod rate;
 pub mod replicated;
 pub mod retained;
 pub mod server;
@@ -54,6 +56,6 @@ pub mod transport;
 
 pub use auth::Auth;
 pub use cluster_api::{ClusterApi, Engine};
-pub use config::{AclAction, AclRule, Config, JwtAlgorithm, Permission, QueuePolicy};
+pub use config::{AclAction, AclRule, Config, JwtAlgorithm, PacingRule, Permission, QueuePolicy};
 pub use server::{Broker, Listener, Stats, Transport};
 pub use sys::Figures;

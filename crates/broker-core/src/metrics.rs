@@ -44,7 +44,8 @@ pub struct Metrics {
     pub quota_persistent_sessions: AtomicU64,
     /// 3.1.1 connections closed by `max_inflight_qos2`.
     pub quota_inflight_qos2: AtomicU64,
-    /// Messages dropped by a publisher's rate limit (counted by the rate limiter).
+    /// 5.0 clients disconnected (0x96) by `max_publish_rate`; the publish that went
+    /// over is dropped.
     pub dropped_rate_limited: AtomicU64,
     /// `connections_accepted` by listener (index: [`ListenerKind`] as usize).
     pub accepted_by_listener: [AtomicU64; ListenerKind::ALL.len()],
@@ -66,6 +67,15 @@ pub struct Metrics {
     pub packets_sent: AtomicU64,
     /// The most clients connected at once, as sampled (`sys::figures`).
     pub clients_maximum: AtomicU64,
+    /// Times a client's socket was left unread for a while by `max_publish_rate`
+    /// (3.1.1) or `max_inbound_bytes_rate`.
+    pub rate_limit_pauses: AtomicU64,
+    /// QoS 0 deliveries dropped above `max_memory_mb`.
+    pub dropped_memory: AtomicU64,
+    /// CONNECTs refused as server busy above `max_memory_mb`.
+    pub refused_memory: AtomicU64,
+    /// Accepts held back by `max_connect_rate`.
+    pub connect_rate_waits: AtomicU64,
 }
 
 impl Metrics {

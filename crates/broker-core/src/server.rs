@@ -19,6 +19,7 @@ use crate::cluster_api::ClusterApi;
 use crate::config::Config;
 use crate::connection::{self, ByteStream, Proof};
 use crate::metrics::{Gauges, ListenerKind, Metrics};
+use crate::rate::Bucket;
 use crate::transport::{tls, ws, Tls};
 
 /// How long shutdown waits for connections to say goodbye.
@@ -26,6 +27,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How often certificate files are checked for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(2);
+
+/// How often resident memory is compared with `max_memory_mb`.
+const MEMORY_CHECK: Duration = Duration::from_millis(250);
+
+/// The accept side's token bucket (`max_connect_rate`), shared by every listener.
+type Admission = Option<Arc<std::sync::Mutex<Bucket>>>;
 
 /// What a listener speaks on top of TCP.
 #[derive(Clone)]
@@ -149,11 +156,25 @@ impl Broker {
             });
         }
         tokio::spawn(crate::sys::run(self.shared.clone(), stop_rx.clone()));
+        if self.shared.config.max_memory_mb > 0 {
+            tokio::spawn(watch_memory(self.shared.clone(), stop_rx.clone()));
+        }
+        let rate = self.shared.config.max_connect_rate;
+        // A tenth of a second's worth may come at once; the rest waits its turn.
+        let admission: Admission = (rate > 0).then(|| {
+            let burst = f64::from(rate) / 10.0;
+            Arc::new(std::sync::Mutex::new(Bucket::new(
+                f64::from(rate),
+                burst,
+                Instant::now(),
+            )))
+        });
         for listener in self.listeners {
             let shared = self.shared.clone();
             tokio::spawn(accept_loop(
                 shared,
                 listener,
+                admission.clone(),
                 done_tx.clone(),
                 stop_rx.clone(),
             ));
@@ -188,14 +209,68 @@ impl Stats {
     }
 }
 
+/// Samples resident memory and sets `over_memory` while it is above `max_memory_mb`,
+/// logging each crossing.
+async fn watch_memory(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let limit = shared.config.max_memory_mb.saturating_mul(1024 * 1024);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(MEMORY_CHECK) => {}
+        }
+        let Some(rss) = resident_bytes() else {
+            tracing::warn!("max_memory_mb: cannot read /proc/self/status; not enforced");
+            return;
+        };
+        let over = rss > limit;
+        if over != shared.over_memory.swap(over, Ordering::Relaxed) {
+            let mib = rss / (1024 * 1024);
+            let max = shared.config.max_memory_mb;
+            match over {
+                true => tracing::warn!(
+                    "memory high-water mark: {mib} MiB resident, above max_memory_mb \
+                     {max}: refusing new connections as busy and dropping QoS 0"
+                ),
+                false => tracing::info!(
+                    "memory back below the high-water mark ({mib} MiB, max_memory_mb \
+                     {max}): accepting connections and QoS 0 again"
+                ),
+            }
+        }
+    }
+}
+
+/// This process's resident set size (VmRSS), in bytes.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: Listener,
+    admission: Admission,
     done: mpsc::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) {
     let name = listener.transport.name();
     loop {
+        // Over `max_connect_rate`, wait before accepting: clients queue in the
+        // kernel's backlog (their connect completes, their CONNECT waits), and nobody is
+        // refused.
+        let turn = admission.as_ref().and_then(|bucket| {
+            let mut bucket = bucket.lock().unwrap_or_else(|e| e.into_inner());
+            bucket.take(1.0, Instant::now())
+        });
+        if let Some(turn) = turn {
+            Metrics::inc(&shared.metrics.connect_rate_waits);
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep_until(turn) => {}
+            }
+        }
         let (tcp, peer) = tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.socket.accept() => match accepted {

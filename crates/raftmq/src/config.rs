@@ -389,6 +389,14 @@ const ACL_EXAMPLE: &str = "\
 # username = \"alice\"             # optional: only this user
 ";
 
+const PACING_EXAMPLE: &str = "\
+# Push pacing: deliveries of matching messages leave this node at most `rate` per
+# second, spread over the subscribers. Replace `pacing = []` with tables like
+# [[pacing]]
+# topic = \"fleet/broadcast/#\"   # a topic filter; + and # allowed
+# rate = 200                      # deliveries per second on this node
+";
+
 impl Settings {
     /// Defaults, then the `--config` file, then the flags; validated.
     pub fn load(cli: &Cli) -> Result<Settings, String> {
@@ -503,6 +511,10 @@ impl Settings {
             max_persistent_sessions,
             max_inflight_qos2,
             sys_interval_secs,
+            max_connect_rate,
+            max_publish_rate,
+            max_inbound_bytes_rate,
+            max_memory_mb,
         } = cli;
         let engine = &mut self.engine;
         set(&mut self.data_dir, data_dir);
@@ -558,6 +570,10 @@ impl Settings {
         set(&mut engine.max_persistent_sessions, max_persistent_sessions);
         set(&mut engine.max_inflight_qos2, max_inflight_qos2);
         set(&mut engine.sys_interval_secs, sys_interval_secs);
+        set(&mut engine.max_connect_rate, max_connect_rate);
+        set(&mut engine.max_publish_rate, max_publish_rate);
+        set(&mut engine.max_inbound_bytes_rate, max_inbound_bytes_rate);
+        set(&mut engine.max_memory_mb, max_memory_mb);
     }
 
     /// The settings as a TOML file would hold them. Unset optional settings show as
@@ -579,6 +595,10 @@ impl Settings {
         if self.engine.acl.is_empty() {
             text.push('\n');
             text.push_str(ACL_EXAMPLE);
+        }
+        if self.engine.pacing.is_empty() {
+            text.push('\n');
+            text.push_str(PACING_EXAMPLE);
         }
         text
     }
@@ -706,6 +726,10 @@ mod tests {
                 "--max-persistent-sessions=21",
                 "--max-inflight-qos2=22",
                 "--sys-interval-secs=23",
+                "--max-connect-rate=23",
+                "--max-publish-rate=24",
+                "--max-inbound-bytes-rate=25",
+                "--max-memory-mb=26",
                 "--log-level=trace",
                 "--data-dir=d",
                 "--node-id=4",
@@ -778,6 +802,11 @@ mod tests {
                 max_persistent_sessions: 21,
                 max_inflight_qos2: 22,
                 sys_interval_secs: 23,
+                max_connect_rate: 23,
+                max_publish_rate: 24,
+                max_inbound_bytes_rate: 25,
+                max_memory_mb: 26,
+                pacing: Vec::new(),
             },
         };
         assert_eq!(settings, expected);
@@ -802,6 +831,26 @@ mod tests {
         assert!(Settings::default()
             .to_toml()
             .contains("\nsys_interval_secs = 10\n"));
+    }
+
+    #[test]
+    fn pacing_tables_are_read_and_checked() {
+        let file = "[[pacing]]\ntopic = \"fleet/+/cmd\"\nrate = 50\n";
+        let pacing = merge(file, &[]).unwrap().engine.pacing;
+        assert_eq!(pacing.len(), 1);
+        assert_eq!(
+            (pacing[0].topic.as_str(), pacing[0].rate),
+            ("fleet/+/cmd", 50)
+        );
+        let zero = merge("[[pacing]]\ntopic = \"a\"\nrate = 0\n", &[]).unwrap_err();
+        assert!(
+            zero.contains("pacing[0].rate: must be at least 1"),
+            "{zero}"
+        );
+        let bad = merge("[[pacing]]\ntopic = \"a/#/b\"\nrate = 5\n", &[]).unwrap_err();
+        assert!(bad.contains("pacing[0].topic"), "{bad}");
+        let unknown = merge("[[pacing]]\ntopic = \"a\"\nrat = 5\n", &[]).unwrap_err();
+        assert!(unknown.contains("pacing[0]"), "{unknown}");
     }
 
     #[test]

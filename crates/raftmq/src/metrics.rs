@@ -168,6 +168,7 @@ fn encode_engine(e: &mut DescriptorEncoder, m: &Metrics, g: &Gauges) -> fmt::Res
         ("expired", get(&m.dropped_expired)),
         ("too_large", get(&m.dropped_too_large)),
         ("rate_limited", get(&m.dropped_rate_limited)),
+        ("memory", get(&m.dropped_memory)),
     ];
     counters(
         e,
@@ -203,6 +204,21 @@ fn encode_engine(e: &mut DescriptorEncoder, m: &Metrics, g: &Gauges) -> fmt::Res
         "MQTT bytes written to clients (inside TLS and WebSocket).",
         Some(&Unit::Bytes),
         get(&m.bytes_sent),
+    )?;
+    counter(
+        e,
+        "raftmq_rate_limit_pauses",
+        "Times a client's socket was left unread by max_publish_rate (3.1.1) or \
+         max_inbound_bytes_rate.",
+        None,
+        get(&m.rate_limit_pauses),
+    )?;
+    counter(
+        e,
+        "raftmq_connect_rate_waits",
+        "Accepts held back by max_connect_rate.",
+        None,
+        get(&m.connect_rate_waits),
     )?;
     counter(
         e,
