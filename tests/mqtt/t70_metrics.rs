@@ -41,6 +41,20 @@ async fn counters_follow_traffic() {
         .set("ws-addr", ws)
         .start()
         .await;
+    // The harness's readiness probe (a TCP connect, closed at once) may be accepted
+    // after the broker answers HTTP: start counting once it was, and is closed.
+    let http = broker.http;
+    wait_until(
+        "the probe counted and closed",
+        RECV_TIMEOUT,
+        Duration::from_millis(50),
+        || async move {
+            let s = Scrape::of(http).await;
+            s.value("raftmq_connections_accepted_total", &[("listener", "tcp")]) >= 1.0
+                && s.value("raftmq_connections_open", &[("listener", "tcp")]) == 0.0
+        },
+    )
+    .await;
     let before = Scrape::of(broker.http).await;
     let alice = |id: &str, v: Version| Opts::new(v, id).login("alice", "wonderland");
     let mut subscribers = [
