@@ -48,6 +48,12 @@ pub struct Counters {
     /// Wills of dead nodes' clients this node published, and sessions it expired.
     pub wills_published: AtomicU64,
     pub sessions_expired: AtomicU64,
+    /// The proposer's log entries (one per batch), the events in them, the largest
+    /// batch, and the time spent committing them (from the write to applied here).
+    pub batches: AtomicU64,
+    pub batched_events: AtomicU64,
+    pub largest_batch: AtomicU64,
+    pub commit_us: AtomicU64,
 }
 
 /// A snapshot of [`Counters`], as `/cluster` shows it.
@@ -61,6 +67,10 @@ pub struct Events {
     pub quorum_regained: u64,
     pub wills_published: u64,
     pub sessions_expired: u64,
+    pub batches: u64,
+    pub batched_events: u64,
+    pub largest_batch: u64,
+    pub commit_us: u64,
 }
 
 impl Counters {
@@ -74,7 +84,24 @@ impl Counters {
             quorum_regained: get(&self.quorum_regained),
             wills_published: get(&self.wills_published),
             sessions_expired: get(&self.sessions_expired),
+            batches: get(&self.batches),
+            batched_events: get(&self.batched_events),
+            largest_batch: get(&self.largest_batch),
+            commit_us: get(&self.commit_us),
         }
+    }
+}
+
+impl Counters {
+    /// One batch of `events` committed (or failed) in `took`.
+    pub fn batched(&self, events: usize, took: Duration) {
+        inc(&self.batches);
+        self.batched_events
+            .fetch_add(events as u64, Ordering::Relaxed);
+        self.largest_batch
+            .fetch_max(events as u64, Ordering::Relaxed);
+        self.commit_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -119,8 +146,18 @@ pub async fn run(node: Arc<Node>) {
         // When this node last knew it was part of a working cluster. Our own clocks,
         // not openraft's metrics: those are as old as their last report, which after
         // a pause (SIGSTOP, a stalled VM) predates it.
+        if !leader {
+            leading_since = None;
+        }
         let contact = match m.state {
-            ServerState::Leader => quorum_contact(&node, &m),
+            // Elected just now by a majority, it may not have had an answer to its
+            // first AppendEntries yet: it was not cut off then (without this, a tick
+            // between the election and that answer cut off the new leader, which
+            // closed every client connection it had just taken over).
+            ServerState::Leader => {
+                let elected = *leading_since.get_or_insert_with(Instant::now);
+                Some(quorum_contact(&node, &m).map_or(elected, |t| t.max(elected)))
+            }
             _ => node.leader_heard(),
         }
         .unwrap_or(started);
@@ -204,7 +241,6 @@ pub async fn run(node: Arc<Node>) {
             .await;
         *node.down.lock().unwrap_or_else(|e| e.into_inner()) = dead.iter().copied().collect();
         if !leader {
-            leading_since = None;
             continue;
         }
         let since = *leading_since.get_or_insert_with(Instant::now);

@@ -622,7 +622,9 @@ async fn propose(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
             seq,
             events,
         };
+        let started = Instant::now();
         let result = write(&node, cmd, oldest + COMMIT_TIMEOUT, &mut leader).await;
+        node.counters.batched(replies.len(), started.elapsed());
         match result {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
