@@ -6,7 +6,7 @@
 #
 # For each N and each max_connect_rate ("off": none), runs benches/failover.sh twice
 # (the leader killed, then a follower) with N subscribers (QoS 1, clean session 0) and a
-# publisher on a survivor (QoS 1 every MS ms, default 1000). Reports per run the time
+# publisher on a survivor (QoS 1 every MS ms, default 2000). Reports per run the time
 # from the kill to the last CONNACK with session present (p50, p99), resumes per second,
 # the survivors' peak RSS and CPU seconds from the kill until all resumed, and the lost
 # acknowledged messages (must be 0). N is bounded by the open-files limit: the loadgen
@@ -16,7 +16,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-rates="off 2000" interval=1000
+rates="off 2000" interval=2000
 while [ $# -gt 0 ]; do
     case $1 in
     -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
