@@ -12,7 +12,8 @@
 # acknowledged messages (must be 0). N is bounded by the open-files limit: the loadgen
 # holds N + a few descriptors, the victim N, a survivor about N/2 after the storm.
 # Writes benches/results/<UTC date>/storm/n<N>-rate<R>/ (failover.sh's output) and
-# storm/summary.txt, all the runs' summaries together.
+# storm/summary.txt, all the runs' summaries together. The nodes' logs are kept without
+# their per-client "client connected/disconnected" lines.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,6 +45,12 @@ for n in "${sizes[@]}"; do
             --subscribers "$n" --interval-ms "$interval" --warmup 3 \
             --resume-timeout 300 --drain-timeout 120 || true
     done
+done
+# One INFO line per client connect and disconnect is megabytes per run: keep the rest.
+for log in "$OUT"/n*-rate*/run*-node*.log; do
+    [ -f "$log" ] || continue
+    grep -v 'broker_core::connection: client \(connected\|disconnected\)' "$log" >"$log.tmp" || true
+    mv "$log.tmp" "$log"
 done
 {
     echo "reconnect storm, $(date -u +%F), $(nproc) cores, open-files limit $limit"
