@@ -134,6 +134,8 @@ pub async fn run(node: Arc<Node>) {
     let mut catch_up: Option<u64> = None;
     // When we last became leader: silence is counted from then at the earliest.
     let mut leading_since: Option<Instant> = None;
+    // The last tick at which we did not lead.
+    let mut followed_at = started;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -146,21 +148,21 @@ pub async fn run(node: Arc<Node>) {
         // When this node last knew it was part of a working cluster. Our own clocks,
         // not openraft's metrics: those are as old as their last report, which after
         // a pause (SIGSTOP, a stalled VM) predates it.
-        if !leader {
-            leading_since = None;
-        }
         let contact = match m.state {
-            // Elected just now by a majority, it may not have had an answer to its
-            // first AppendEntries yet: it was not cut off then (without this, a tick
-            // between the election and that answer cut off the new leader, which
-            // closed every client connection it had just taken over).
+            // The majority that elected us answered after our last tick as a
+            // non-leader: a new leader that has no answer to its first AppendEntries
+            // yet is not cut off (without this, a tick between the election and that
+            // answer cut off the new leader, which closed every client connection it
+            // had just taken over).
             ServerState::Leader => {
-                let elected = *leading_since.get_or_insert_with(Instant::now);
-                Some(quorum_contact(&node, &m).map_or(elected, |t| t.max(elected)))
+                Some(quorum_contact(&node, &m).map_or(followed_at, |t| t.max(followed_at)))
             }
             _ => node.leader_heard(),
         }
         .unwrap_or(started);
+        if !leader {
+            followed_at = Instant::now();
+        }
         if leader {
             // Stepping down, its silence counts from its last quorum, not from the
             // last time it followed someone.
@@ -241,6 +243,7 @@ pub async fn run(node: Arc<Node>) {
             .await;
         *node.down.lock().unwrap_or_else(|e| e.into_inner()) = dead.iter().copied().collect();
         if !leader {
+            leading_since = None;
             continue;
         }
         let since = *leading_since.get_or_insert_with(Instant::now);
