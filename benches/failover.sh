@@ -2,7 +2,8 @@
 # Measures failover time: a node of a 3-node raftmq cluster is SIGKILLed; how long until
 # its persistent subscribers are served again by the other nodes?
 #
-#   benches/failover.sh [RUNS] [-- LOADGEN-FAILOVER-FLAGS...]      (RUNS default 10)
+#   benches/failover.sh [--max-connect-rate R] [--out NAME] [RUNS] [-- LOADGEN-FAILOVER-FLAGS...]
+#                                                                   (RUNS default 10)
 #
 # Each run starts a fresh cluster on loopback (127.0.0.2-4, fresh data directories),
 # waits until every node answers /ready and all three are voters, then runs
@@ -11,16 +12,29 @@
 # reconnecting round-robin to the survivors. Odd runs kill the leader, even runs a
 # follower. Flags after `--` go to the loadgen (`loadgen failover --help`). Prints per
 # run and per kind the failover time (T0 to the last subscriber's first message after
-# reconnecting), and the lost messages and session-present violations (both must be 0).
-# Writes OUT/runs.jsonl (one loadgen JSON line per run), the nodes' logs and
-# OUT/summary.txt, OUT = benches/results/<UTC date>/failover. Everything started here is
-# stopped on exit; every wait is bounded. See benches/README.md.
+# reconnecting), the resume time (T0 to the last CONNACK with session present, p50, p99),
+# the survivors' peak RSS and CPU seconds during the storm, and the lost messages and
+# session-present violations (both must be 0). --max-connect-rate R starts every node
+# with it. Writes OUT/runs.jsonl (one loadgen JSON line per run), the nodes' logs, the
+# survivors' /cluster counters every 0.25 s (run*-cluster.log: proposer batches) and
+# OUT/summary.txt, OUT = benches/results/<UTC date>/NAME (NAME default failover).
+# Everything started here is stopped on exit; every wait is bounded. See benches/README.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
-case ${1:-} in -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case ${1:-} in -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+connect_rate="" name=failover
+while [ $# -gt 0 ]; do
+    case $1 in
+    --max-connect-rate) connect_rate=${2:-}; shift 2 || exit 2 ;;
+    --out) name=${2:-}; shift 2 || exit 2 ;;
+    *) break ;;
+    esac
+done
+case $connect_rate in *[!0-9]*) echo "failover.sh: --max-connect-rate wants a number" >&2; exit 2 ;; esac
+case $name in '' | /* | *..*) echo "failover.sh: --out wants a relative name" >&2; exit 2 ;; esac
 runs=10
 if [ $# -gt 0 ] && [ "$1" != -- ]; then runs=$1; shift; fi
 case $runs in '' | *[!0-9]* | 0) echo "failover.sh: RUNS wants a positive number" >&2; exit 2 ;; esac
@@ -34,7 +48,7 @@ HTTP_PORT=8080
 
 BUILD_TIMEOUT=3600  # s for the cargo build
 READY_TIMEOUT=60    # s for a fresh cluster to have three ready voters
-LOADGEN_TIMEOUT=300 # s for one `loadgen failover` (its own waits add up to ~135 s)
+LOADGEN_TIMEOUT=${LOADGEN_TIMEOUT:-300} # s for one `loadgen failover` (its own waits add up to ~135 s)
 STOP_TIMEOUT=10     # s between SIGTERM and SIGKILL
 
 log() { printf '[failover %s] %s\n' "$(date -u +%T)" "$*" >&2; }
@@ -50,9 +64,9 @@ for bin in "$RAFTMQ" "$LOADGEN"; do
     [ -x "$bin" ] || die "$bin missing after the build"
 done
 
-OUT=$ROOT/benches/results/$(date -u +%F)/failover
+OUT=$ROOT/benches/results/$(date -u +%F)/$name
 mkdir -p "$OUT"
-rm -f "$OUT"/runs.jsonl "$OUT"/run*-node*.log "$OUT"/run*-loadgen.log
+rm -f "$OUT"/runs.jsonl "$OUT"/run*-node*.log "$OUT"/run*-loadgen.log "$OUT"/run*-cluster.log
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/raftmq-failover.XXXXXX")
 PID=()             # PID[i]: node i's process, while it may run
 LOADGEN_PID=""     # the loadgen's timeout, while one runs
@@ -95,6 +109,7 @@ start_node() { # run id [join-address]
         --mqtt-addr "$ip:$MQTT_PORT" --cluster-addr "$ip:$CLUSTER_PORT"
         --http-addr "$ip:$HTTP_PORT")
     [ -z "$join" ] || args+=(--join "$join")
+    [ -z "$connect_rate" ] || args+=(--max-connect-rate "$connect_rate")
     # The nodes of a cluster share a secret (a node without one refuses --join).
     RAFTMQ_CLUSTER_SECRET=${RAFTMQ_CLUSTER_SECRET:-bench-cluster-secret-0123456789} \
         "$RAFTMQ" "${args[@]}" >"$OUT/run$run-node$id.log" 2>&1 &
@@ -149,7 +164,10 @@ run_once() { # run
         kind=follower victim=${followers[$((r / 2 % 2))]}
     fi
     local survivors=()
-    for i in 1 2 3; do [ "$i" = "$victim" ] || survivors+=(--survivor "${NODES[$((i - 1))]}:$MQTT_PORT"); done
+    for i in 1 2 3; do
+        [ "$i" = "$victim" ] || survivors+=(--survivor "${NODES[$((i - 1))]}:$MQTT_PORT"
+            --survivor-pid "${PID[$i]}")
+    done
     log "run $r: leader is node $leader; killing node $victim ($kind)"
     local rc=0
     timeout -k 10 "$LOADGEN_TIMEOUT" "$LOADGEN" failover --kind "$kind" \
@@ -157,9 +175,13 @@ run_once() { # run
         --kill-pid "${PID[$victim]}" ${EXTRA[@]+"${EXTRA[@]}"} \
         >"$WORK/out" 2>"$OUT/run$r-loadgen.log" &
     LOADGEN_PID=$!
+    watch_counters "$r" "$victim" &
+    local watcher=$!
     # (stderr: bash would report the victim's death by SIGKILL while waiting here)
     wait "$LOADGEN_PID" 2>/dev/null || rc=$?
     LOADGEN_PID=""
+    kill "$watcher" 2>/dev/null || true
+    wait "$watcher" 2>/dev/null || true
     # The victim is dead when the loadgen got as far as the kill; reap it either way.
     kill -KILL "${PID[$victim]}" 2>/dev/null || true
     wait "${PID[$victim]}" 2>/dev/null || true
@@ -176,6 +198,17 @@ run_once() { # run
         "$r" "$victim" "$leader" "${after:-null}" "${line#\{}" >>"$OUT/runs.jsonl"
     log "run $r ($kind): failover $(field "$line" failover_ms) ms, median $(field "$line" median_ms) ms, lost $(field "$line" lost)$( [ $rc -eq 0 ] || echo ", loadgen exit $rc")"
     stop_cluster
+}
+
+watch_counters() { # run victim: the survivors' /cluster every 0.25 s, while the loadgen runs
+    local i
+    while kill -0 "$LOADGEN_PID" 2>/dev/null; do
+        for i in 1 2 3; do
+            [ "$i" = "$2" ] || printf '%s node%s %s\n' "$(date -u +%s.%N)" "$i" \
+                "$(status "${NODES[$((i - 1))]}" | grep -o '"role":"[a-z]*"\|"events":{[^}]*}' | tr '\n' ' ')"
+        done
+        sleep 0.25
+    done >>"$OUT/run$1-cluster.log"
 }
 
 wait_cluster_one() { # ip: the first node alone is /ready
@@ -207,6 +240,7 @@ commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -z "$(git -C "$ROOT" status --porcelain 2>/dev/null)" ] || commit+=" (dirty tree)"
 {
     echo "failover of a 3-node raftmq cluster, $(date -u +%F), commit $commit, $(nproc) cores"
+    echo "max_connect_rate: ${connect_rate:-off}; loadgen flags: ${EXTRA[*]:-(defaults)}"
     echo "per run: T0 = SIGKILL of the victim; failover = T0 to the last subscriber's first"
     echo "message after reconnecting, median = the median subscriber's; times in ms"
     printf '\n%3s %-8s %6s %6s %9s %9s %9s %5s %9s  %s\n' run kind victim leader \
@@ -229,6 +263,17 @@ commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
         read -r mmed _ < <(grep -o '"median_ms":[0-9.]*' <<<"$sel" | cut -d: -f2 | stats)
         printf '%-9s %5s %13s ms %12s ms %15s ms\n' "$kind" "$n" "$fmed" "$fworst" "$mmed"
     done
+    printf '\n%3s %-8s %6s %9s %8s %8s %9s  %s\n' run kind N resume p50 p99 resumes/s \
+        "survivors: peak RSS MiB, CPU s (T0 to all resumed)"
+    while IFS= read -r line; do
+        printf '%3s %-8s %6s %9s %8s %8s %9s  %s\n' "$(field "$line" run)" \
+            "$(grep -o '"kind":"[a-z]*"' <<<"$line" | cut -d'"' -f4)" \
+            "$(field "$line" subscribers)" "$(field "$line" resume_ms)" \
+            "$(field "$line" resume_p50_ms)" "$(field "$line" resume_p99_ms)" \
+            "$(field "$line" resumes_per_sec)" \
+            "$(grep -o '"rss_peak_kib":[0-9]*,"cpu_secs":[0-9.]*' <<<"$line" |
+                awk -F'[:,]' '{ printf "%s%d MiB %.1f s", (NR > 1 ? ", " : ""), $2 / 1024, $4 }')"
+    done <"$OUT/runs.jsonl"
     sum() { grep -o "\"$1\":[0-9]*" "$OUT/runs.jsonl" | cut -d: -f2 | awk '{ s += $1 } END { print s + 0 }'; }
     echo
     echo "runs without a failover time (failed): $(grep -c '"failover_ms":null' "$OUT/runs.jsonl" || true)"

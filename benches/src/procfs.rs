@@ -1,4 +1,5 @@
-//! Readings from /proc: the broker's resident memory, our own CPU time, our fd limit.
+//! Readings from /proc: the broker's resident memory, our own CPU time, our fd limit,
+//! and the memory and CPU of other processes over a window ([`ProcSampler`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -20,17 +21,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 
 /// Our own user + system CPU time so far.
 pub fn cpu_time() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            // Fields after the command name, which is parenthesised and may hold spaces.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let mut fields = rest.split_whitespace().skip(11);
-            let utime: u64 = fields.next()?.parse().ok()?;
-            let stime: u64 = fields.next()?.parse().ok()?;
-            Some(utime + stime)
-        })
-        .unwrap_or(0);
+    let ticks = cpu_ticks(std::process::id()).unwrap_or(0);
     Duration::from_secs_f64(ticks as f64 / TICKS_PER_SEC)
 }
 
@@ -110,5 +101,73 @@ impl RssSampler {
             max: self.max.load(Relaxed),
             end,
         }
+    }
+}
+
+/// User + system CPU ticks of `pid` so far, `None` if the process is gone.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is parenthesised and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// What one process used between `ProcSampler::start` and `finish`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ProcUse {
+    pub pid: u32,
+    pub rss_start_kib: u64,
+    pub rss_peak_kib: u64,
+    pub cpu_secs: f64,
+}
+
+/// Reads /proc/PID/stat and /proc/PID/status of some processes every 100 ms on its own
+/// thread (a busy runtime would sample late): peak RSS and CPU time used meanwhile.
+pub struct ProcSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<ProcUse>>,
+}
+
+impl ProcSampler {
+    pub fn start(pids: &[u32]) -> ProcSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (pids, flag) = (pids.to_vec(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let ticks0: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p).unwrap_or(0)).collect();
+            let mut out: Vec<ProcUse> = pids
+                .iter()
+                .map(|&pid| {
+                    let rss = rss_kib(pid).unwrap_or(0);
+                    ProcUse {
+                        pid,
+                        rss_start_kib: rss,
+                        rss_peak_kib: rss,
+                        cpu_secs: 0.0,
+                    }
+                })
+                .collect();
+            loop {
+                for (u, t0) in out.iter_mut().zip(&ticks0) {
+                    u.rss_peak_kib = u.rss_peak_kib.max(rss_kib(u.pid).unwrap_or(0));
+                    if let Some(t) = cpu_ticks(u.pid) {
+                        u.cpu_secs = t.saturating_sub(*t0) as f64 / TICKS_PER_SEC;
+                    }
+                }
+                if flag.load(Relaxed) {
+                    return out;
+                }
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+        });
+        ProcSampler { stop, thread }
+    }
+
+    /// Stops sampling after one last reading.
+    pub fn finish(self) -> Vec<ProcUse> {
+        self.stop.store(true, Relaxed);
+        self.thread.join().unwrap_or_default()
     }
 }

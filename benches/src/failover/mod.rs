@@ -29,12 +29,17 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 
 use crate::client::Client;
+use crate::procfs;
 use crate::tracker::SeqSet;
 pub use report::Report;
 use subscriber::Progress;
 
-/// How often the run looks at the clients' progress while it waits.
-const POLL: Duration = Duration::from_millis(2);
+/// How often the run looks at the clients' progress while it waits (each client keeps
+/// its own timestamps: this only paces the run).
+const POLL: Duration = Duration::from_millis(10);
+/// Subscribers connecting to the victim at once before the kill (set-up, not measured):
+/// enough to keep the broker busy, few enough not to overflow its listen backlog.
+const SETUP_IN_FLIGHT: usize = 500;
 /// Bound on the first message reaching every subscriber after the warm-up: longer means
 /// the subscriptions never reached the publisher's node.
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,6 +57,9 @@ const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// Reports failover_ms = T(last subscriber resumed) - T0, the median subscriber, and the
 /// messages acknowledged to the publisher that some subscriber never received (lost).
+/// resume_ms = T0 to the last CONNACK with session present (p50/p99 over subscribers),
+/// the reconnect storm's length; with --survivor-pid, the peak RSS and the CPU seconds
+/// of those processes from T0 until every subscriber resumed (/proc, every 100 ms).
 /// A table goes to stderr, one JSON line to stdout. Exit status 1 on a setup failure,
 /// a subscriber not resumed, a loss or a session-present violation; 2 for invalid flags.
 #[derive(Debug, Parser)]
@@ -77,10 +85,16 @@ pub struct FailoverCli {
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub kind: String,
 
-    /// Persistent subscribers on the victim.
+    /// Persistent subscribers on the victim. Each holds one descriptor here and one in
+    /// the victim, then in a survivor: the open-files limit bounds it.
     #[arg(long, value_name = "N", default_value_t = 20,
-          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+          value_parser = clap::value_parser!(u32).range(1..=60_000))]
     pub subscribers: u32,
+
+    /// Process id of a surviving node, whose peak RSS and CPU time during the
+    /// reconnect storm are reported; repeat it.
+    #[arg(long = "survivor-pid", value_name = "PID")]
+    pub survivor_pids: Vec<u32>,
 
     /// Milliseconds between two publishes.
     #[arg(long, value_name = "MS", default_value_t = 10,
@@ -193,10 +207,13 @@ async fn connect_subscribers(
     run: &str,
     topic: &str,
 ) -> anyhow::Result<Vec<Client>> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(SETUP_IN_FLIGHT));
     let tasks: Vec<JoinHandle<anyhow::Result<Client>>> = (0..cli.subscribers as usize)
         .map(|j| {
             let (id, filters) = (client_id(run, j), vec![topic.to_string()]);
+            let gate = gate.clone();
             tokio::spawn(async move {
+                let _turn = gate.acquire().await?;
                 let mut client = Client::connect_session(victim, &id, None, false).await?;
                 if client.session_present {
                     bail!("{victim} resumed a session for the new client id {id}");
@@ -246,6 +263,7 @@ async fn failover(
     // Below this, a subscription may not have reached the publisher's node yet.
     report.counted_from_seq = firsts.into_iter().max().unwrap_or(0);
 
+    let sampler = procfs::ProcSampler::start(&cli.survivor_pids);
     let t0 = kill(cli.kill_pid)?;
     report.t0 = Some(t0);
     report.killed_at_unix_ms = SystemTime::now()
@@ -253,16 +271,22 @@ async fn failover(
         .map(|d| d.as_millis() as u64)
         .ok();
     let resume_by = t0 + Duration::from_secs_f64(cli.resume_timeout);
-    while !progress.iter().all(|p| lock(p).resumed_at.is_some()) {
-        check_alive(publisher, acks)?;
-        if Instant::now() >= resume_by {
-            bail!(
-                "not every subscriber resumed within {}s of the kill",
-                cli.resume_timeout
-            );
+    let resumed = async {
+        while !progress.iter().all(|p| lock(p).resumed_at.is_some()) {
+            check_alive(publisher, acks)?;
+            if Instant::now() >= resume_by {
+                bail!(
+                    "not every subscriber resumed within {}s of the kill",
+                    cli.resume_timeout
+                );
+            }
+            sleep(POLL).await;
         }
-        sleep(POLL).await;
+        Ok(())
     }
+    .await;
+    report.survivor_use = sampler.finish();
+    resumed?;
     sleep(Duration::from_secs_f64(cli.tail)).await;
     check_alive(publisher, acks)
 }

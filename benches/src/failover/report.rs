@@ -9,7 +9,11 @@ use serde::Serialize;
 use super::publisher::Acks;
 use super::subscriber::Progress;
 use super::{lock, missing, FailoverCli};
+use crate::procfs::ProcUse;
 use crate::report::round;
+
+/// Runs with more subscribers than this leave `per_subscriber` out of the JSON line.
+const PER_SUBSCRIBER_MAX: usize = 100;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -28,6 +32,15 @@ pub struct Report {
     pub first_ms: Option<f64>,
     /// T0 to the last subscriber's CONNACK, and to the last one noticing the loss.
     pub connack_max_ms: Option<f64>,
+    /// The reconnect storm: T0 to the last CONNACK with session present (None unless
+    /// every subscriber got one), the median and 99th percentile subscriber, and
+    /// subscribers / resume_ms.
+    pub resume_ms: Option<f64>,
+    pub resume_p50_ms: Option<f64>,
+    pub resume_p99_ms: Option<f64>,
+    pub resumes_per_sec: Option<f64>,
+    /// The survivors (--survivor-pid) from T0 until every subscriber resumed.
+    pub survivor_use: Vec<ProcUse>,
     pub detect_max_ms: Option<f64>,
     pub resumed: u32,
     pub session_present_violations: u32,
@@ -46,6 +59,8 @@ pub struct Report {
     pub lost_subscribers: u32,
     pub duplicated: u64,
     pub max_ack_ms: f64,
+    /// Left out past `PER_SUBSCRIBER_MAX` subscribers, to keep the line short.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub per_subscriber: Vec<SubscriberOut>,
     pub error: Option<String>,
     #[serde(skip)]
@@ -80,6 +95,11 @@ impl Report {
             median_ms: None,
             first_ms: None,
             connack_max_ms: None,
+            resume_ms: None,
+            resume_p50_ms: None,
+            resume_p99_ms: None,
+            resumes_per_sec: None,
+            survivor_use: Vec::new(),
             detect_max_ms: None,
             resumed: 0,
             session_present_violations: 0,
@@ -146,7 +166,22 @@ impl Report {
         let max = |f: fn(&SubscriberOut) -> Option<f64>| out.iter().filter_map(f).reduce(f64::max);
         self.connack_max_ms = max(|s| s.connack_ms);
         self.detect_max_ms = max(|s| s.detect_ms);
-        self.per_subscriber = out;
+        let mut present: Vec<f64> = (out.iter().zip(progress))
+            .filter(|(_, p)| lock(p).present_violations == 0)
+            .filter_map(|(s, _)| s.connack_ms)
+            .collect();
+        present.sort_by(f64::total_cmp);
+        self.resume_p50_ms = percentile(&present, 0.50);
+        self.resume_p99_ms = percentile(&present, 0.99);
+        if present.len() == out.len() {
+            self.resume_ms = present.last().copied();
+            self.resumes_per_sec = self
+                .resume_ms
+                .map(|ms| round(out.len() as f64 / (ms.max(1e-3) / 1e3), 0));
+        }
+        if out.len() <= PER_SUBSCRIBER_MAX {
+            self.per_subscriber = out;
+        }
     }
 
     /// Turns a loss or a violation into the run's error, so that the exit status says it.
@@ -201,6 +236,29 @@ impl Report {
             format!("{} / {}", ms(self.median_ms), ms(self.first_ms)),
         );
         row("last CONNACK", ms(self.connack_max_ms));
+        row(
+            "resumed, present",
+            format!(
+                "{} (p50 {} p99 {}), {} resumes/s",
+                ms(self.resume_ms),
+                ms(self.resume_p50_ms),
+                ms(self.resume_p99_ms),
+                self.resumes_per_sec
+                    .map_or("-".to_string(), |r| format!("{r:.0}"))
+            ),
+        );
+        for u in &self.survivor_use {
+            row(
+                "survivor during storm",
+                format!(
+                    "pid {}: RSS {} -> peak {} MiB, {:.2} CPU s",
+                    u.pid,
+                    u.rss_start_kib / 1024,
+                    u.rss_peak_kib / 1024,
+                    u.cpu_secs
+                ),
+            );
+        }
         row("last loss noticed", ms(self.detect_max_ms));
         row(
             "resumed / attempts",
@@ -241,6 +299,12 @@ fn ms_between(from: Instant, to: Instant) -> f64 {
     }
 }
 
+/// The `q` quantile of sorted values (nearest rank).
+fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
+}
+
 fn median(sorted: &[f64]) -> Option<f64> {
     let n = sorted.len();
     match n {
@@ -259,5 +323,14 @@ mod tests {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[1.0, 2.0, 9.0]), Some(2.0));
         assert_eq!(median(&[1.0, 2.0, 4.0, 9.0]), Some(3.0));
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), Some(50.0));
+        assert_eq!(percentile(&v, 0.99), Some(99.0));
+        assert_eq!(percentile(&[7.0], 0.99), Some(7.0));
+        assert_eq!(percentile(&[], 0.5), None);
     }
 }

@@ -65,6 +65,8 @@ pub async fn run(
             client.disconnect().await;
             return;
         }
+        // Closed before reconnecting: a storm of N clients holds N descriptors, not 2N.
+        drop(client);
         {
             let mut p = lock(&progress);
             p.lost_at.get_or_insert_with(Instant::now);

@@ -49,6 +49,12 @@ pub struct Counters {
     /// Wills of dead nodes' clients this node published, and sessions it expired.
     pub wills_published: AtomicU64,
     pub sessions_expired: AtomicU64,
+    /// The proposer's log entries (one per batch), the events in them, the largest
+    /// batch, and the time spent committing them (from the write to applied here).
+    pub batches: AtomicU64,
+    pub batched_events: AtomicU64,
+    pub largest_batch: AtomicU64,
+    pub commit_us: AtomicU64,
 }
 
 /// A snapshot of [`Counters`], as `/cluster` shows it.
@@ -62,6 +68,10 @@ pub struct Events {
     pub quorum_regained: u64,
     pub wills_published: u64,
     pub sessions_expired: u64,
+    pub batches: u64,
+    pub batched_events: u64,
+    pub largest_batch: u64,
+    pub commit_us: u64,
 }
 
 impl Counters {
@@ -75,7 +85,24 @@ impl Counters {
             quorum_regained: get(&self.quorum_regained),
             wills_published: get(&self.wills_published),
             sessions_expired: get(&self.sessions_expired),
+            batches: get(&self.batches),
+            batched_events: get(&self.batched_events),
+            largest_batch: get(&self.largest_batch),
+            commit_us: get(&self.commit_us),
         }
+    }
+}
+
+impl Counters {
+    /// One batch of `events` committed (or failed) in `took`.
+    pub fn batched(&self, events: usize, took: Duration) {
+        inc(&self.batches);
+        self.batched_events
+            .fetch_add(events as u64, Ordering::Relaxed);
+        self.largest_batch
+            .fetch_max(events as u64, Ordering::Relaxed);
+        self.commit_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -108,6 +135,8 @@ pub async fn run(node: Arc<Node>) {
     let mut catch_up: Option<u64> = None;
     // When we last became leader: silence is counted from then at the earliest.
     let mut leading_since: Option<Instant> = None;
+    // The last tick at which we did not lead.
+    let mut followed_at = started;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -121,10 +150,20 @@ pub async fn run(node: Arc<Node>) {
         // not openraft's metrics: those are as old as their last report, which after
         // a pause (SIGSTOP, a stalled VM) predates it.
         let contact = match m.state {
-            ServerState::Leader => quorum_contact(&node, &m),
+            // The majority that elected us answered after our last tick as a
+            // non-leader: a new leader that has no answer to its first AppendEntries
+            // yet is not cut off (without this, a tick between the election and that
+            // answer cut off the new leader, which closed every client connection it
+            // had just taken over).
+            ServerState::Leader => {
+                Some(quorum_contact(&node, &m).map_or(followed_at, |t| t.max(followed_at)))
+            }
             _ => node.leader_heard(),
         }
         .unwrap_or(started);
+        if !leader {
+            followed_at = Instant::now();
+        }
         if leader {
             // Stepping down, its silence counts from its last quorum, not from the
             // last time it followed someone.

@@ -698,7 +698,9 @@ async fn propose(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
             seq,
             events,
         };
+        let started = Instant::now();
         let result = write(&node, cmd, oldest + COMMIT_TIMEOUT, &mut leader).await;
+        node.counters.batched(replies.len(), started.elapsed());
         match result {
             Ok(outcomes) => {
                 for at in proposed {
