@@ -117,6 +117,53 @@ async fn wills_of_a_dead_nodes_clients_are_published_once() {
     );
 }
 
+/// The leader dies with a will client connected and is restarted before anyone declares
+/// it dead (here the node-down time is far longer than the test). Back, it takes
+/// itself for the leader of its old term for a moment, so the first proposal ending
+/// its former clients' connections cannot commit; it is proposed again until it does:
+/// the will reaches a subscriber on another node, once. Nobody else would publish it:
+/// the node answered again before the node-down time.
+#[tokio::test]
+async fn wills_of_a_leader_restarted_before_declared_dead_are_published_once() {
+    let mut c =
+        Cluster::start_with(3, Cluster::empty().with_env("RAFTMQ_NODE_DOWN_MS", 600_000)).await;
+    let victim = c.wait_leader().await;
+    let other = (1..=3).find(|&i| i != victim).expect("a survivor");
+    let mut watcher = v5("watcher").connect(c.node(other).mqtt).await;
+    watcher.subscribe("wl/#", 1).await;
+    let mut mortal = Connect::new(Version::V5, "mortal");
+    mortal.will = Some(Will {
+        topic: "wl/mortal".into(),
+        payload: b"gone".to_vec(),
+        qos: 1,
+        retain: false,
+        props: Props::new(),
+    });
+    let (_m, _) = Raw::connect(c.node(victim).mqtt, &mortal).await;
+    c.wait_applied().await;
+
+    c.kill(victim);
+    let rest: Vec<u64> = (1..=3).filter(|&i| i != victim).collect();
+    c.wait_leader_of(&rest).await;
+    c.restart(victim).await;
+    let restarted = tokio::time::Instant::now();
+    let will = try_recv_data(&mut watcher, CLUSTER_TIMEOUT)
+        .await
+        .expect("the will of the restarted node's former client, within the bound");
+    assert_eq!(
+        (will.topic.as_str(), will.payload.as_slice()),
+        ("wl/mortal", &b"gone"[..])
+    );
+    println!(
+        "will published {:.1}s after the restart",
+        restarted.elapsed().as_secs_f32()
+    );
+    assert!(
+        try_recv_data(&mut watcher, NO_SECOND).await.is_none(),
+        "a will is published once"
+    );
+}
+
 /// A persistent 5.0 publisher sends a QoS 2 message to a node (PUBREC received) that
 /// dies before its PUBREL. At another node it resends the PUBLISH (DUP, same packet
 /// id), as MQTT requires: the message is not delivered twice, and PUBREL completes.

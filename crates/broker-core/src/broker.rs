@@ -107,9 +107,10 @@ pub(crate) struct Shared {
     /// may serve, in ms since `started`; `u64::MAX` before the first renewal.
     pub lease_until_ms: AtomicU64,
     pub started: std::time::Instant,
-    /// Whether the state, when last reset, counted clients as connected here: at
-    /// start-up, the sessions of a crashed run (`release_orphans`).
-    pub orphans: AtomicBool,
+    /// The sessions `(client_id, epoch, expiry_secs)` that the state, when last reset,
+    /// counted as connected here: at start-up, those of a crashed run
+    /// (`release_orphans`).
+    pub orphans: Mutex<Vec<(String, u64, u32)>>,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -572,7 +573,7 @@ impl Shared {
     /// has moved on: a session must not stay "connected" to a connection that is gone,
     /// never to expire nor fire its will. The first proposal is queued now, not
     /// awaited: a reconnect's claim is proposed after it, so applied after.
-    fn commit_until_done(&self, session: &Arc<Session>, epoch: u64, event: Event) {
+    pub(crate) fn commit_until_done(&self, session: &Arc<Session>, epoch: u64, event: Event) {
         let first = self.cluster.commit(event.clone());
         let cluster = self.cluster.clone();
         let session = session.clone();
@@ -776,7 +777,7 @@ impl Shared {
             is_cut_off: AtomicBool::new(false),
             lease_until_ms: AtomicU64::new(u64::MAX),
             started: std::time::Instant::now(),
-            orphans: AtomicBool::new(false),
+            orphans: Mutex::new(Vec::new()),
         });
         cluster.attach(shared.clone()).await;
         shared.release_orphans();

@@ -61,6 +61,9 @@ pub trait Engine: Send + Sync + 'static {
     fn reset(&self, state: &State);
     /// `event` was applied with `outcome`; `state` is the state after it.
     fn applied(&self, event: &Event, outcome: &Outcome, state: &State);
+    /// A claim of `client_id` that this node proposed before it last restarted was
+    /// applied just now (after start-up): its connection is gone.
+    fn claimed_by_earlier_run(&self, client_id: &str, state: &State);
     /// Another node forwarded a message for the listed local sessions.
     fn forwarded(&self, message: StoredMessage, targets: Vec<Target>);
     /// Publishes the due will of the offline session `(client_id, epoch)` (the leader

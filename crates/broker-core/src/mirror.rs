@@ -39,10 +39,11 @@ impl Engine for Shared {
     fn reset(&self, state: &State) {
         let orphans = state
             .sessions
-            .values()
-            .any(|r| r.owner == self.node && r.connected);
-        self.orphans
-            .store(orphans, std::sync::atomic::Ordering::Relaxed);
+            .iter()
+            .filter(|(_, r)| r.owner == self.node && r.connected)
+            .map(|(id, r)| (id.clone(), r.epoch, r.expiry_secs))
+            .collect();
+        *self.orphans.lock().unwrap_or_else(|e| e.into_inner()) = orphans;
         let stale: Vec<Arc<Session>> = {
             let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             sessions
@@ -216,6 +217,24 @@ impl Engine for Shared {
         }
     }
 
+    fn claimed_by_earlier_run(&self, client_id: &str, state: &State) {
+        let Some(rec) = state.sessions.get(client_id) else {
+            return;
+        };
+        if rec.owner != self.node || !rec.connected {
+            return;
+        }
+        let Some(session) = self.session(client_id) else {
+            return;
+        };
+        tracing::warn!(
+            client_id,
+            epoch = rec.epoch,
+            "a claim of ours from before the restart, applied only now: its session goes offline"
+        );
+        self.release_orphan(&session, rec.epoch, rec.expiry_secs);
+    }
+
     fn forwarded(&self, message: StoredMessage, targets: Vec<Target>) {
         self.deliver_forwarded(&Arc::new(message.to_message()), targets);
     }
@@ -350,23 +369,46 @@ impl Shared {
     }
 
     /// After start-up: if the replicated state still counts clients as connected
-    /// here, this node stopped without saying goodbye (a crash, a kill). It declares
-    /// itself dead and back, as the leader would have: those sessions go offline,
-    /// their wills are published after their delay, clean ones end, and persistent
-    /// ones start their expiry.
+    /// here, this node stopped without saying goodbye (a crash, a kill). It ends those
+    /// connections as it would have, had they closed without DISCONNECT: each session
+    /// goes offline, its will is published after its delay (by the leader), a clean one
+    /// ends and a persistent one starts its expiry.
+    ///
+    /// One epoch-guarded release per session, committed again and again until it is
+    /// (as any end of a connection): the first try can fail, e.g. when this node led
+    /// before the crash, takes itself for the leader of its old term for a moment, and
+    /// proposes there what can never commit. The leader does not publish those wills:
+    /// the node answered again before it was declared dead. A retry lands after claims
+    /// of this run's clients, so it must not touch their sessions: the epoch sees to
+    /// that (a whole-node `NodeDown` would take them offline), and if the leader did
+    /// declare this node dead meanwhile, the release is stale and the will is
+    /// published once.
     pub(crate) fn release_orphans(&self) {
-        if self
-            .orphans
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
-            tracing::warn!(
-                "restarted after a crash: the sessions of our former clients go offline"
-            );
-            drop(self.cluster.commit(Event::NodeDown {
-                node: self.node,
-                at_ms: now_ms(),
-            }));
+        let orphans = std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|e| e.into_inner()));
+        if orphans.is_empty() {
+            return;
         }
+        tracing::warn!(
+            sessions = orphans.len(),
+            "restarted after a crash: the sessions of our former clients go offline"
+        );
+        for (client_id, epoch, expiry_secs) in orphans {
+            if let Some(session) = self.session(&client_id) {
+                self.release_orphan(&session, epoch, expiry_secs);
+            }
+        }
+    }
+
+    /// Ends the connection of `epoch` to `session` that a crashed run of this node
+    /// held, will included, until that is committed or the session has moved on.
+    fn release_orphan(&self, session: &Arc<Session>, epoch: u64, expiry_secs: u32) {
+        let event = Event::ReleaseWithWill {
+            client_id: session.client_id.to_string(),
+            epoch,
+            expiry_secs,
+            at_ms: now_ms(),
+        };
+        self.commit_until_done(session, epoch, event);
     }
 }
 

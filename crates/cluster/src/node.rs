@@ -137,6 +137,8 @@ pub struct Node {
     pub commit_latency: Histogram,
     /// Events per log entry this node's proposer wrote (group commit).
     pub batch_size: Histogram,
+    /// This run's batches carry it ([`Cmd::boot`]): the proposer's start, in ms.
+    boot: u64,
 }
 
 /// A node's view of the cluster: `/cluster` serves it, `raftmq cluster status` reads
@@ -254,6 +256,7 @@ impl Node {
             left: Notify::new(),
             commit_latency: Histogram::new(&LATENCY_BOUNDS),
             batch_size: Histogram::new(&BATCH_BOUNDS),
+            boot: broker_core::replicated::now_ms(),
         });
         node.record(Kind::NodeStarted);
         tokio::spawn(serve(node.clone(), s.listener));
@@ -634,10 +637,12 @@ impl ClusterApi for Node {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         let _ = self.engine.set(engine.clone());
         let sm = self.sm.clone();
+        let run = (self.id, self.boot);
         Box::pin(async move {
             sm.with_app_mut(|app| {
                 engine.reset(&app.state);
                 app.engine = Some(engine);
+                app.run = Some(run);
             })
             .await;
         })
@@ -665,7 +670,7 @@ async fn call_leader(mut addr: String, req: &Request) -> Result<Response, String
 async fn propose(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
     let mut leader: Option<(String, Peer)> = None;
     // This run's batches are numbered from 1; a restarted node starts a later run.
-    let boot = broker_core::replicated::now_ms();
+    let boot = node.boot;
     let mut seq = 0;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];

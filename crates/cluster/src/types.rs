@@ -61,6 +61,9 @@ pub struct App {
     pub last_batch: BTreeMap<u64, (u64, u64, Resp)>,
     #[serde(skip)]
     pub engine: Option<Arc<dyn Engine>>,
+    /// This node's id and run ([`Cmd::boot`]), once the engine is attached.
+    #[serde(skip)]
+    pub run: Option<(u64, u64)>,
 }
 
 impl persistence::Apply<TypeConfig> for App {
@@ -81,6 +84,18 @@ impl persistence::Apply<TypeConfig> for App {
                 let outcome = self.state.apply(event);
                 if let Some(engine) = &self.engine {
                     engine.applied(event, &outcome, &self.state);
+                    // A claim this node proposed in an earlier run, applied only now
+                    // (it was committed after what this node had recorded as
+                    // committed when it crashed): its connection is gone.
+                    if let (Event::Claim { client_id, .. }, Outcome::Claimed { .. }) =
+                        (event, &outcome)
+                    {
+                        if self.run.is_some_and(|(me, boot)| {
+                            cmd.node == me && cmd.boot != 0 && cmd.boot != boot
+                        }) {
+                            engine.claimed_by_earlier_run(client_id, &self.state);
+                        }
+                    }
                 }
                 outcome
             })
@@ -94,6 +109,7 @@ impl persistence::Apply<TypeConfig> for App {
 
     fn installed(&mut self, previous: &mut Self) {
         self.engine = previous.engine.take();
+        self.run = previous.run;
         if let Some(engine) = &self.engine {
             engine.reset(&self.state);
         }
