@@ -321,13 +321,7 @@ impl Shared {
         let mut routed = Routed::default();
         for group in targets.chunk_by(|a, b| Arc::ptr_eq(&a.session, &b.session)) {
             let first = &group[0];
-            if !self.acl.is_empty()
-                && !self.acl.can_receive(
-                    &first.session.client_id,
-                    first.username.as_deref(),
-                    &msg.topic,
-                )
-            {
+            if !self.may_receive(first, &msg.topic) {
                 continue;
             }
             let d = Delivery {
@@ -405,13 +399,7 @@ impl Shared {
         remote: &mut Remote,
     ) {
         let first = &group[0];
-        if !self.acl.is_empty()
-            && !self.acl.can_receive(
-                &first.session.client_id,
-                first.username.as_deref(),
-                &msg.topic,
-            )
-        {
+        if !self.may_receive(first, &msg.topic) {
             return;
         }
         let qos = group.iter().map(|t| t.qos).max().unwrap_or(QoS::AtMostOnce);
@@ -449,6 +437,14 @@ impl Shared {
                 None => remote.push((owner, vec![target])),
             }
         }
+    }
+
+    /// Whether the access rules let `target`'s client receive a message on `topic`.
+    fn may_receive(&self, target: &Target, topic: &str) -> bool {
+        self.acl.is_empty()
+            || self
+                .acl
+                .can_receive(&target.session.client_id, target.username.as_deref(), topic)
     }
 
     /// Queues one delivery and counts what happened to it.
