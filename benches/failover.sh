@@ -264,7 +264,7 @@ commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
         printf '%-9s %5s %13s ms %12s ms %15s ms\n' "$kind" "$n" "$fmed" "$fworst" "$mmed"
     done
     printf '\n%3s %-8s %6s %9s %8s %8s %9s  %s\n' run kind N resume p50 p99 resumes/s \
-        "survivors: peak RSS MiB, CPU s (T0 to all resumed)"
+        "survivors, then loadgen: peak RSS MiB, CPU s (T0 to all resumed)"
     while IFS= read -r line; do
         printf '%3s %-8s %6s %9s %8s %8s %9s  %s\n' "$(field "$line" run)" \
             "$(grep -o '"kind":"[a-z]*"' <<<"$line" | cut -d'"' -f4)" \

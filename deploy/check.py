@@ -468,8 +468,23 @@ def step_image():
     log(f"three voters joined by service name (node1:7000 ...), leader {leader}, all healthy")
 
 
+def metric(node, name):
+    """The sum of every sample of metric `name` (all label sets) in the node's /metrics."""
+    code, body = http(node, "/metrics")
+    if code != 200:
+        raise Failure(f"{node} /metrics: {code} {body[:200]}")
+    total, found = 0.0, False
+    for line in body.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    expect(found, f"{node} /metrics has no {name}")
+    return total
+
+
 def step_pubsub():
     topic = "raftmq/test/pubsub"
+    received_before = sum(metric(n, "raftmq_messages_received_total") for n in NODES)
     subs = {n: Client(f"raftmq-check-sub-{n}", v5=(n == "node2")) for n in NODES}
     for n, s in subs.items():
         s.connect(MQTT_PORT[n])
@@ -488,6 +503,13 @@ def step_pubsub():
             wait_until(f"20 messages from {n} at {m}", 15, lambda s=s, t=t: len(s.payloads(t)) >= 20)
             expect([int(x) for x in s.payloads(t)] == list(range(20)), f"{m}: messages from {n} out of order")
     log("QoS 1 between every pair of nodes: 20 of 20 in order on each path (3.1.1 and 5.0)")
+    # Prometheus' view of the same traffic: every node serves /metrics, they count the
+    # 60 publishes (probes on top), and exactly one node says it leads.
+    received = sum(metric(n, "raftmq_messages_received_total") for n in NODES) - received_before
+    expect(received >= 60, f"/metrics counted {received} messages received, expected >= 60")
+    leaders = sum(metric(n, "raftmq_raft_is_leader") for n in NODES)
+    expect(leaders == 1, f"/metrics: raftmq_raft_is_leader sums to {leaders}, expected 1")
+    log(f"/metrics on every node: {received:.0f} messages received counted, one leader")
 
     pubs["node3"].publish("raftmq/test/retained", "kept", retain=True)
     fresh = Client("raftmq-check-retained", v5=True)

@@ -186,8 +186,10 @@ impl Client {
         };
         let mut client = Client {
             stream,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: BytesMut::with_capacity(64 << 10),
+            // Grown on use: a storm of thousands of idle clients must not map (and
+            // later unmap, with a TLB shootdown each) a large buffer per connection.
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             session_present: false,
         };
         let mut connect = v4::Connect::new(client_id);

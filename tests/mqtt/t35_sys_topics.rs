@@ -13,6 +13,7 @@ use crate::support::{Broker, RECV_TIMEOUT};
 
 both!(
     uptime_arrives_within_the_interval,
+    load_averages_move_with_traffic,
     hash_subscribers_get_no_sys_topics,
     acl_can_deny_sys,
     clients_cannot_publish_to_sys,
@@ -72,6 +73,41 @@ async fn uptime_arrives_within_the_interval(v: Version) {
     let members: serde_json::Value = serde_json::from_slice(&members.payload).unwrap();
     assert_eq!(members[0]["state"], "up", "{members}");
     assert_eq!(members[0]["voter"], true, "{members}");
+}
+
+/// `$SYS/broker/load/...`: after messages are published, the moving average of publishes
+/// received per minute turns positive, and the one of bytes received with it.
+async fn load_averages_move_with_traffic(v: Version) {
+    let broker = broker().await;
+    let mut c = Opts::new(v, "load-reader").connect(broker.addr).await;
+    assert_eq!(
+        c.subscribe("$SYS/broker/load/+/received/1min", 0).await,
+        [0]
+    );
+    let mut publisher = Opts::new(v, "load-pub").connect(broker.addr).await;
+    for i in 0..50u32 {
+        publisher
+            .publish("load/x", 1, false, &i.to_be_bytes())
+            .await;
+    }
+    let value = |m: &Msg| -> f64 { text(m).parse().unwrap_or_else(|_| panic!("{m:?}")) };
+    // Values are published when they change; one from before the burst may come first
+    // (0.00), then the interval that holds the burst: bounded by recv_topic's deadline.
+    let mut seen = Vec::new();
+    let publishes = loop {
+        let m = recv_topic(&mut c, "$SYS/broker/load/publish/received/1min", false).await;
+        if value(&m) > 0.0 {
+            break m;
+        }
+        seen.push(m);
+        assert!(seen.len() < 5, "the load never rose: {seen:?}");
+    };
+    // Published in the same tick, after the publishes' average.
+    let bytes = recv_topic(&mut c, "$SYS/broker/load/bytes/received/1min", false).await;
+    assert!(
+        value(&bytes) > value(&publishes),
+        "{bytes:?} vs {publishes:?}"
+    );
 }
 
 /// `#` and `+/…` do not match `$SYS` topics (MQTT §4.7.2), while `$SYS/#` does.

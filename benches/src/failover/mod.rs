@@ -263,7 +263,11 @@ async fn failover(
     // Below this, a subscription may not have reached the publisher's node yet.
     report.counted_from_seq = firsts.into_iter().max().unwrap_or(0);
 
-    let sampler = procfs::ProcSampler::start(&cli.survivor_pids);
+    // The generator samples itself too: on a small machine it may be what limits the
+    // storm, not the survivors.
+    let mut watched = cli.survivor_pids.clone();
+    watched.push(std::process::id());
+    let sampler = procfs::ProcSampler::start(&watched);
     let t0 = kill(cli.kill_pid)?;
     report.t0 = Some(t0);
     report.killed_at_unix_ms = SystemTime::now()
@@ -285,7 +289,9 @@ async fn failover(
         Ok(())
     }
     .await;
-    report.survivor_use = sampler.finish();
+    let mut used = sampler.finish();
+    report.loadgen_use = used.pop();
+    report.survivor_use = used;
     resumed?;
     sleep(Duration::from_secs_f64(cli.tail)).await;
     check_alive(publisher, acks)

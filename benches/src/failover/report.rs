@@ -41,6 +41,8 @@ pub struct Report {
     pub resumes_per_sec: Option<f64>,
     /// The survivors (--survivor-pid) from T0 until every subscriber resumed.
     pub survivor_use: Vec<ProcUse>,
+    /// This load generator over the same time.
+    pub loadgen_use: Option<ProcUse>,
     pub detect_max_ms: Option<f64>,
     pub resumed: u32,
     pub session_present_violations: u32,
@@ -100,6 +102,7 @@ impl Report {
             resume_p99_ms: None,
             resumes_per_sec: None,
             survivor_use: Vec::new(),
+            loadgen_use: None,
             detect_max_ms: None,
             resumed: 0,
             session_present_violations: 0,
@@ -258,6 +261,9 @@ impl Report {
                     u.cpu_secs
                 ),
             );
+        }
+        if let Some(u) = &self.loadgen_use {
+            row("loadgen during storm", format!("{:.2} CPU s", u.cpu_secs));
         }
         row("last loss noticed", ms(self.detect_max_ms));
         row(

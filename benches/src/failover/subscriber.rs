@@ -12,9 +12,13 @@ use tokio::sync::watch;
 use tokio::time::{sleep, timeout};
 
 use super::{lock, stopped};
-use crate::client::{codec, Client, READ_CHUNK};
+use crate::client::{codec, Client};
 use crate::payload::Header;
 use crate::tracker::SeqSet;
+
+/// Read size: a subscriber gets a few small messages at a time; thousands of them
+/// reading 256 KiB each would cost the generator more than the brokers.
+const READ_CHUNK: usize = 8 << 10;
 
 /// Pause after a failed attempt before the next survivor: a refusal can come back at
 /// once, and a tight loop of them would only load the nodes that are electing.

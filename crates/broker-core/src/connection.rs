@@ -613,6 +613,7 @@ impl Connection {
             close_refused(shared, stream, &ack, protocol).await;
             return None;
         };
+        Metrics::inc(&shared.metrics.clients_accepted);
         tracing::info!(
             %peer, %client_id, ?protocol, clean_start = c.clean_start,
             session_present = present, keep_alive, "client connected"

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub connections_accepted: AtomicU64,
     /// Connections open now (accepted, not yet closed).
     pub connections_open: AtomicU64,
+    /// CONNECTs accepted (CONNACK success) since start.
+    pub clients_accepted: AtomicU64,
     /// PUBLISH packets received from clients.
     pub publish_received: AtomicU64,
     /// PUBLISH packets written to clients.

@@ -2,7 +2,8 @@
 //!
 //! Every `sys_interval_secs` the node publishes what changed since the last time among
 //! Mosquitto's `$SYS/broker/...` topics (version, uptime, clients, messages, bytes,
-//! subscriptions, retained and queued messages) and the cluster's view under
+//! subscriptions, retained and queued messages, and the `load/...` moving averages per
+//! minute over 1, 5 and 15 minutes) and the cluster's view under
 //! `$SYS/cluster/...` ([`crate::ClusterApi::sys_topics`]). These are one node's
 //! figures: they go to the subscribers connected to this node only, at QoS 0, never
 //! through Raft nor to another node. The latest value of each topic is kept here, in
@@ -45,6 +46,9 @@ pub struct Figures {
     pub clients_maximum: u64,
     /// Sockets open here (TCP, TLS, WebSocket), CONNECT or not.
     pub connections_open: u64,
+    /// Sockets accepted here since start, and CONNECTs accepted among them.
+    pub connections_accepted: u64,
+    pub clients_accepted: u64,
     /// Subscriptions of the sessions owned here.
     pub subscriptions: u64,
     /// Retained messages (the cluster's).
@@ -125,6 +129,8 @@ pub(crate) fn figures(shared: &Shared) -> Figures {
         uptime_secs: shared.started.elapsed().as_secs(),
         clients_maximum: get(&m.clients_maximum),
         connections_open: get(&m.connections_open),
+        connections_accepted: get(&m.connections_accepted),
+        clients_accepted: get(&m.clients_accepted),
         retained: shared
             .retained
             .read()
@@ -144,6 +150,52 @@ pub(crate) fn figures(shared: &Shared) -> Figures {
     }
 }
 
+/// The moving averages of `$SYS/broker/load/...`: for each counter, its rate per minute
+/// averaged over the last 1, 5 and 15 minutes (exponentially, as Mosquitto and Unix load
+/// averages do), fed one interval at a time.
+#[derive(Debug, Default)]
+pub(crate) struct Load {
+    /// Per counter: its value at the last tick and the three averages.
+    last: Vec<(u64, [f64; 3])>,
+}
+
+/// The averaging windows of [`Load`], in seconds, with their topic names.
+const WINDOWS: [(f64, &str); 3] = [(60.0, "1min"), (300.0, "5min"), (900.0, "15min")];
+
+impl Load {
+    /// Takes in the counters' values `interval_secs` after the last call and returns the
+    /// `load/...` topics. The first call only records the counters (there is no
+    /// interval to average yet), so it returns nothing.
+    pub(crate) fn tick(&mut self, f: &Figures, interval_secs: f64) -> Vec<(String, String)> {
+        let counters = [
+            ("messages/received", f.packets_received),
+            ("messages/sent", f.packets_sent),
+            ("publish/received", f.publish_received),
+            ("publish/sent", f.publish_sent),
+            ("bytes/received", f.bytes_received),
+            ("bytes/sent", f.bytes_sent),
+            ("sockets", f.connections_accepted),
+            ("connections", f.clients_accepted),
+        ];
+        let first = self.last.is_empty();
+        if first {
+            self.last = counters.iter().map(|(_, v)| (*v, [0.0; 3])).collect();
+            return Vec::new();
+        }
+        let mut topics = Vec::new();
+        for ((name, value), (last, avg)) in counters.iter().zip(self.last.iter_mut()) {
+            let per_minute = value.saturating_sub(*last) as f64 * 60.0 / interval_secs;
+            *last = *value;
+            for ((window, label), a) in WINDOWS.iter().zip(avg.iter_mut()) {
+                let keep = (-interval_secs / window).exp();
+                *a = *a * keep + per_minute * (1.0 - keep);
+                topics.push((format!("broker/load/{name}/{label}"), format!("{a:.2}")));
+            }
+        }
+        topics
+    }
+}
+
 /// Publishes the `$SYS` topics every `sys_interval_secs` (from now) until `stop`
 /// changes; nothing when the interval is 0.
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -153,12 +205,19 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
     let mut tick = tokio::time::interval(Duration::from_secs(secs));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut load = Load::default();
+    let mut last = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {}
         }
-        let mut values = figures(&shared).sys_topics();
+        let figures = figures(&shared);
+        let mut values = figures.sys_topics();
+        // Measured, not assumed: a late tick covers a longer interval.
+        let interval = last.elapsed().as_secs_f64().max(0.001);
+        last = tokio::time::Instant::now();
+        values.extend(load.tick(&figures, interval));
         values.extend(shared.cluster.sys_topics());
         publish(&shared, values);
     }
@@ -242,5 +301,49 @@ mod tests {
             assert!(topic::matches("$SYS/#", &full));
             assert!(topic::is_sys(&full));
         }
+    }
+
+    #[test]
+    fn load_averages_follow_the_rate_per_minute() {
+        let mut load = Load::default();
+        let at = |received: u64| Figures {
+            packets_received: received,
+            ..Figures::default()
+        };
+        assert!(load.tick(&at(0), 10.0).is_empty(), "nothing to average yet");
+        // 100 messages every 10 s is 600 a minute; after two hours of it every average
+        // has converged there.
+        let mut topics = Vec::new();
+        for i in 1..=720 {
+            topics = load.tick(&at(100 * i), 10.0);
+        }
+        fn get(topics: &[(String, String)], t: &str) -> f64 {
+            topics
+                .iter()
+                .find(|(k, _)| k == t)
+                .unwrap_or_else(|| panic!("no {t}"))
+                .1
+                .parse()
+                .unwrap()
+        }
+        for w in ["1min", "5min", "15min"] {
+            let v = get(&topics, &format!("broker/load/messages/received/{w}"));
+            assert!((v - 600.0).abs() < 1.0, "{w}: {v}");
+            assert_eq!(get(&topics, &format!("broker/load/bytes/sent/{w}")), 0.0);
+        }
+        // Then silence for a minute: the 1-minute average falls faster than the others.
+        for _ in 0..6 {
+            topics = load.tick(&at(72_000), 10.0);
+        }
+        let (one, five, fifteen) = (
+            get(&topics, "broker/load/messages/received/1min"),
+            get(&topics, "broker/load/messages/received/5min"),
+            get(&topics, "broker/load/messages/received/15min"),
+        );
+        assert!(one < five && five < fifteen, "{one} {five} {fifteen}");
+        assert!(
+            (one - 600.0 * (-1.0f64).exp()).abs() < 1.0,
+            "1min after 60 s idle: {one}"
+        );
     }
 }

@@ -137,6 +137,13 @@ fn encode_engine(e: &mut DescriptorEncoder, m: &Metrics, g: &Gauges) -> fmt::Res
         "listener",
         &by_listener(&m.open_by_listener),
     )?;
+    counter(
+        e,
+        "raftmq_connects_accepted",
+        "CONNECTs accepted (CONNACK success).",
+        None,
+        get(&m.clients_accepted),
+    )?;
     let refused = Refusal::ALL.map(|r| (r.label(), get(&m.connects_refused[r as usize])));
     counters(
         e,
