@@ -122,8 +122,16 @@ impl Engine for Shared {
                         s
                     }
                 };
-                let moved = session.owner() != rec.owner;
-                self.take_ownership(&session, rec, moved);
+                // The node that serves the session now rebuilds its queue from the
+                // record, also when it served it before: the record holds everything
+                // committed before this claim, and this node's own view may not. After
+                // a restart, the view was rebuilt from the state as far as this node
+                // had recorded the commit index, and the rest of the crashed run's log
+                // (its clients' PUBREC and PUBCOMP, its publishers' PUBREL) was applied
+                // after it, and `Received`, `Ack` and `PubRel` change the record only:
+                // the view would send a message its client has as a new PUBLISH again.
+                let rebuild = session.owner() != rec.owner || rec.owner == self.node;
+                self.take_ownership(&session, rec, rebuild);
             }
             (
                 Event::Subscribe {
@@ -282,9 +290,10 @@ impl Engine for Shared {
 }
 
 impl Shared {
-    /// Makes `rec`'s owner the owner of `session`; on the node that now owns it, a
-    /// session that `moved` here gets its durable queue from the replicated state.
-    fn take_ownership(&self, session: &Arc<Session>, rec: &SessionRecord, moved: bool) {
+    /// Makes `rec`'s owner the owner of `session`; on the node that owns it, with
+    /// `rebuild`, the session gets its durable queue and its inbound QoS 2 packet ids
+    /// from the replicated state, whatever it held.
+    fn take_ownership(&self, session: &Arc<Session>, rec: &SessionRecord, rebuild: bool) {
         session.set_owner(rec.owner);
         let mine = rec.owner == self.node;
         let mut st = session.lock();
@@ -294,10 +303,10 @@ impl Shared {
             st.pending.clear();
             st.inflight.clear();
             st.incoming_qos2.clear();
-        } else if moved {
-            // What the previous owner may have sent goes out again, as a duplicate and
-            // under the same packet id; a QoS 2 message the client has received only
-            // needs its PUBREL again.
+        } else if rebuild {
+            // What was sent before (by this node or another) goes out again, as a
+            // duplicate and under the same packet id; a QoS 2 message the client has
+            // received only needs its PUBREL again.
             st.inflight.clear();
             st.pending.clear();
             for (seq, q) in &rec.queue {
@@ -430,4 +439,226 @@ fn kick(session: &Session) -> bool {
         return true;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::auth::Auth;
+    use crate::cluster_api::ClusterApi;
+    use crate::config::Config;
+    use crate::packet::MessageProperties;
+    use crate::replicated::{Origin, StoredSub};
+
+    const ME: NodeId = 1;
+
+    /// A cluster of one that applies nothing by itself: the test applies each event,
+    /// in log order, as the state machine would ([`Replay::apply`]). What the engine
+    /// proposes is recorded and answered at once.
+    #[derive(Default)]
+    struct Fake {
+        proposed: Mutex<Vec<Event>>,
+        state: Mutex<State>,
+    }
+
+    impl ClusterApi for Fake {
+        fn node_id(&self) -> NodeId {
+            ME
+        }
+        fn commit(&self, event: Event) -> ClusterFuture<Outcome> {
+            self.proposed.lock().unwrap().push(event);
+            Box::pin(async { Ok(Outcome::Done) })
+        }
+        fn can_commit(&self) -> bool {
+            true
+        }
+        fn forward(&self, _: NodeId, _: Arc<Message>, _: Vec<Target>) {}
+        fn attach(
+            &self,
+            engine: Arc<dyn Engine>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+            engine.reset(&self.state.lock().unwrap());
+            Box::pin(async {})
+        }
+    }
+
+    struct Replay {
+        fake: Arc<Fake>,
+        shared: Arc<Shared>,
+    }
+
+    impl Replay {
+        /// Applies `event` to the replicated state and hands it to the engine.
+        fn apply(&self, event: Event) -> Outcome {
+            let mut state = self.fake.state.lock().unwrap();
+            let outcome = state.apply(&event);
+            self.shared.applied(&event, &outcome, &state);
+            outcome
+        }
+    }
+
+    fn claim(id: &str) -> Event {
+        Event::Claim {
+            node: ME,
+            client_id: id.into(),
+            clean_start: false,
+            expiry_secs: 3600,
+            username: None,
+            will: None,
+        }
+    }
+
+    /// The state a node restarts with (its snapshot plus the log up to the commit
+    /// index it had recorded): subscriber `s`, connected here, has been sent one QoS
+    /// 2 message (queue seq 1, packet id 1) from the persistent publisher `p`.
+    async fn restarted() -> Replay {
+        let mut state = State::default();
+        state.apply(&claim("s"));
+        state.apply(&Event::Subscribe {
+            client_id: "s".into(),
+            epoch: 1,
+            filters: vec![(
+                "t".into(),
+                StoredSub {
+                    qos: 2,
+                    no_local: false,
+                    retain_as_published: false,
+                    retain_handling: 0,
+                    sub_id: None,
+                },
+            )],
+        });
+        state.apply(&claim("p"));
+        let queued = state.apply(&Event::Publish {
+            message: StoredMessage {
+                topic: "t".into(),
+                payload: Bytes::from_static(b"p:10"),
+                qos: 2,
+                retain: false,
+                properties: MessageProperties::default(),
+                expires_at_ms: None,
+                publisher: Some("p".into()),
+            },
+            targets: vec![Target {
+                client_id: "s".into(),
+                qos: 2,
+                retain: false,
+                sub_ids: vec![],
+            }],
+            cap: 100,
+            from: Some(Origin {
+                client_id: "p".into(),
+                epoch: 2,
+                seq: 1,
+                qos2_pkid: Some(10),
+            }),
+        });
+        assert_eq!(queued, Outcome::Queued(vec![Some(1)]));
+        let fake = Arc::new(Fake {
+            proposed: Mutex::default(),
+            state: Mutex::new(state),
+        });
+        let config = Config::default();
+        let auth = Arc::new(Auth::load(&config).unwrap());
+        let shared = Shared::start(config, auth, fake.clone()).await;
+        Replay { fake, shared }
+    }
+
+    /// The crashed run's connections go offline: the releases the engine proposed at
+    /// start-up are applied.
+    fn release_orphans(r: &Replay) {
+        let proposed = std::mem::take(&mut *r.fake.proposed.lock().unwrap());
+        assert_eq!(proposed.len(), 2, "{proposed:?}");
+        for e in proposed {
+            assert_eq!(r.apply(e), Outcome::Done);
+        }
+    }
+
+    /// What the session of `id` would send a connection attached now: (packet id,
+    /// PUBREL only) in flight, then the pending deliveries' sequence numbers.
+    fn outbound(r: &Replay, id: &str) -> (Vec<(u16, bool)>, Vec<Option<u64>>) {
+        let s = r.shared.session(id).expect("session");
+        let st = s.lock();
+        let inflight = st
+            .inflight
+            .iter()
+            .map(|f| (f.pkid, f.stage == Stage::Released))
+            .collect();
+        let pending = st.pending.iter().map(|d| d.seq).collect();
+        (inflight, pending)
+    }
+
+    /// Regression (t75 every_node_loses_power_subscribers_online: "p2-q2:10 (Acked,
+    /// 2x)"). The crashed run had committed the subscriber's PUBREC and PUBCOMP of the
+    /// message (it got PUBREL, and forgot the packet id), but the commit index this node
+    /// had recorded did not cover them: they are applied only after the engine was
+    /// rebuilt from the state. When the subscriber comes back to this node, its
+    /// session must not send the message again as a PUBLISH: the client would take
+    /// it for a new message.
+    #[tokio::test]
+    async fn a_reclaim_here_sees_acks_applied_after_the_restart() {
+        let r = restarted().await;
+        assert_eq!(outbound(&r, "s"), (vec![], vec![Some(1)]));
+        // The tail of the crashed run's log, committed by the new leader.
+        r.apply(Event::Received {
+            client_id: "s".into(),
+            seq: 1,
+        });
+        r.apply(Event::Ack {
+            client_id: "s".into(),
+            seqs: vec![1],
+        });
+        release_orphans(&r);
+        assert!(r.fake.state.lock().unwrap().sessions["s"].queue.is_empty());
+        // The subscriber reconnects here.
+        assert!(matches!(
+            r.apply(claim("s")),
+            Outcome::Claimed { present: true, .. }
+        ));
+        assert_eq!(
+            outbound(&r, "s"),
+            (vec![], vec![]),
+            "acked: nothing to send"
+        );
+    }
+
+    /// As above with only the PUBREC committed: PUBREL again, never the PUBLISH.
+    #[tokio::test]
+    async fn a_reclaim_here_sees_a_pubrec_applied_after_the_restart() {
+        let r = restarted().await;
+        r.apply(Event::Received {
+            client_id: "s".into(),
+            seq: 1,
+        });
+        release_orphans(&r);
+        r.apply(claim("s"));
+        assert_eq!(outbound(&r, "s"), (vec![(1, true)], vec![]), "PUBREL only");
+    }
+
+    /// A publisher's PUBREL committed by the crashed run, applied after the restart:
+    /// back here, the publisher's packet id is free (else its PUBREL would be answered
+    /// "not found" and the cluster would hold the id for ever), and a QoS 2 message of
+    /// the crashed run applied after the restart holds its id here too.
+    #[tokio::test]
+    async fn a_reclaim_here_sees_inbound_qos2_applied_after_the_restart() {
+        let r = restarted().await;
+        let held = |r: &Replay| {
+            let s = r.shared.session("p").expect("session");
+            let mut ids: Vec<u16> = s.lock().incoming_qos2.iter().copied().collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(held(&r), [10]);
+        r.apply(Event::PubRel {
+            client_id: "p".into(),
+            pkid: 10,
+        });
+        release_orphans(&r);
+        r.apply(claim("p"));
+        assert_eq!(held(&r), Vec::<u16>::new());
+    }
 }
