@@ -299,10 +299,26 @@ async fn accept_loop(
     }
 }
 
-/// Unwraps the transport (within the connect deadline) and serves the client. TLS and
-/// WebSocket streams are boxed, so that a plain TCP connection's task stays as small as
-/// it was.
+/// Unwraps the transport (within the connect deadline) and serves the client. A task
+/// is as large as the largest future it may await, for as long as its client stays:
+/// plain TCP is served inline, while TLS and WebSocket (their handshakes are several
+/// KiB, their streams more) are served from a box, so that they cost only the clients
+/// that use them.
 async fn upgrade(
+    shared: Arc<Shared>,
+    transport: Transport,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) {
+    match transport {
+        Transport::Tcp => connection::serve(shared, tcp, peer, deadline, Proof::Nothing).await,
+        wrapped => Box::pin(upgrade_wrapped(shared, wrapped, tcp, peer, deadline)).await,
+    }
+}
+
+/// [`upgrade`] for the transports that wrap TCP.
+async fn upgrade_wrapped(
     shared: Arc<Shared>,
     transport: Transport,
     tcp: TcpStream,
