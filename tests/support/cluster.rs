@@ -514,6 +514,29 @@ impl Cluster {
         id
     }
 
+    /// Starts `n` fresh nodes at the same moment, each joining the cluster (`--join`
+    /// lists every node's cluster address), so that their membership changes collide at
+    /// the leader; returns their ids at once ([`Cluster::wait_joined`] waits for them).
+    pub fn spawn_joiners(&mut self, n: usize) -> Vec<u64> {
+        let join: Vec<SocketAddr> = self.nodes.iter().map(|n| n.cluster).collect();
+        let first = self.nodes.len() as u64 + 1;
+        let ids: Vec<u64> = (first..first + n as u64).collect();
+        for &id in &ids {
+            self.push_node(join.clone());
+            self.node_mut(id).spawn();
+        }
+        ids
+    }
+
+    /// Waits until each of `ids`, started by [`Cluster::spawn_joiners`], has joined: a
+    /// node serves HTTP once it is a member. A joiner that gives up exits, which fails
+    /// the wait.
+    pub async fn wait_joined(&mut self, ids: &[u64]) {
+        for &id in ids {
+            self.wait_started(id).await;
+        }
+    }
+
     /// SIGKILL, keeping the data dir.
     pub fn kill(&mut self, id: u64) {
         self.node_mut(id).kill();

@@ -14,10 +14,13 @@
 //! - `node`: one member: start (bootstrap / join), the proposer (group commit, timed
 //!   in `Node::commit_latency` and `Node::batch_size`), the transport server, membership
 //!   changes and status.
+//! - `join`: which outcomes of a membership change pass (a joiner asks again) and
+//!   which are refusals.
 
 mod events;
 mod failover;
 mod handshake;
+mod join;
 mod network;
 mod node;
 mod prevote;

@@ -81,8 +81,14 @@ pub enum Ballot {
 pub enum LeaderError {
     #[error("not the leader (leader: {0:?})")]
     NotLeader(Option<(u64, NodeInfo)>),
+    /// Refused for good (e.g. a node id already taken): asking again changes nothing.
     #[error("{0}")]
     Failed(String),
+    /// Not done for a passing reason (another membership change in progress, the
+    /// leader stopping, a learner still catching up): ask again shortly. Last, so that
+    /// the other variants keep their encoding.
+    #[error("{0} (transient)")]
+    Transient(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! One cluster member: its Raft instance on sled storage, the transport server, the
 //! proposer (group commit), membership (bootstrap, join, remove) and status.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -24,6 +24,7 @@ use crate::events::{ClusterEvent, EventLog, Kind};
 use crate::failover;
 use crate::failover::{Counters, Events};
 use crate::handshake::{Quiet, Secret};
+use crate::join::{self, CallFailure, Step};
 use crate::network::{self, Contacts, LeaderError, Network, Peer, Request, Response};
 use crate::prevote::{self, ElectionClock};
 use crate::tls::Tls;
@@ -35,6 +36,14 @@ pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BATCH: usize = 1024;
 /// Forwarded publishes queued per peer before new ones are dropped.
 const FORWARD_QUEUE: usize = 65_536;
+/// Bound on one join attempt (a leader's answer can wait for a learner to catch up,
+/// [`CATCH_UP`], then for a commit); the join as a whole is bounded by its timeout.
+const JOIN_ATTEMPT: Duration = Duration::from_secs(15);
+/// A joiner's pause before it asks again after an answer that passes.
+const JOIN_PAUSE: Duration = Duration::from_millis(250);
+/// How long a leader waits for a new learner to catch up before it answers that the
+/// join is not done yet (the joiner asks again; the learner keeps catching up).
+const CATCH_UP: Duration = Duration::from_secs(10);
 
 /// Bucket bounds of [`Node::commit_latency`], in seconds: from an fsync on a fast SSD to
 /// the commit timeout.
@@ -292,6 +301,10 @@ impl Node {
         Ok(node)
     }
 
+    /// Asks `seeds` (following them to the leader) to let this node in, until that is
+    /// done or `timeout` runs out. Answers that pass (a membership change in progress,
+    /// the leader changing or unreachable for a while) are asked again after a short
+    /// pause, each reason logged once; a refusal ends the join at once (`join`).
     async fn join(
         &self,
         seeds: &[String],
@@ -301,33 +314,84 @@ impl Node {
         let deadline = Instant::now() + timeout;
         let req = Request::Join {
             id: self.id,
-            node: me,
+            node: me.clone(),
         };
+        let node_id = self.id;
+        tracing::info!(seeds = %seeds.join(","), node_id, "asking to join the cluster");
+        let mut logged = HashSet::new();
         let mut last = String::from("no attempt");
+        // Whether a leader may have begun adding us (an attempt that did not end in
+        // a plain yes or no): a later "already a member" may be our own join, done.
+        let mut begun = false;
         loop {
             for seed in seeds {
-                tracing::info!(%seed, node_id = self.id, "asking to join the cluster");
-                match call_leader(seed.clone(), &req).await {
-                    Ok(Response::Done(Ok(()))) => {
-                        tracing::info!(node_id = self.id, "joined the cluster");
+                let left = deadline.saturating_duration_since(Instant::now());
+                let attempt = call_leader(seed.clone(), &req);
+                let answer = match tokio::time::timeout(left.min(JOIN_ATTEMPT), attempt).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(CallFailure::Lost(format!("{seed}: no answer in time"))),
+                };
+                match join::classify(answer) {
+                    Step::Joined => {
+                        tracing::info!(node_id, "joined the cluster");
                         return Ok(());
                     }
-                    Ok(Response::Done(Err(LeaderError::Failed(e)))) => {
-                        return Err(StartError::Join(e))
+                    Step::Refused(e) => {
+                        if begun && self.member_here(&me, deadline).await {
+                            tracing::info!(node_id, "joined the cluster (by an earlier attempt)");
+                            return Ok(());
+                        }
+                        return Err(StartError::Join(e));
                     }
-                    Ok(_) => last = format!("{seed}: unexpected response"),
-                    Err(e) => last = format!("{seed}: {e}"),
+                    Step::Retry(reason, e) => {
+                        // One line per reason; the same reason again is for debug.
+                        if logged.insert(reason) {
+                            let why = "not let in yet, asking again";
+                            tracing::info!(%seed, node_id, detail = %e, "{why}: {reason}");
+                        } else {
+                            tracing::debug!(%seed, node_id, detail = %e, "not let in yet: {reason}");
+                        }
+                        begun = true;
+                        last = e;
+                    }
+                }
+                if Instant::now() >= deadline {
+                    break;
                 }
             }
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(StartError::Join(format!(
-                    "no member reachable at {} within {}s (last error: {last})",
+                    "not let in through {} within {}s (last answer: {last})",
                     seeds.join(","),
                     timeout.as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(JOIN_PAUSE.min(left)).await;
         }
+    }
+
+    /// Whether this node's own log (replicated to it by the leader) lists it as a voter
+    /// at `me`, waiting a little for it (bounded by `deadline`): a join whose answer was
+    /// lost (the leader changed after committing it) is done all the same.
+    async fn member_here(&self, me: &NodeInfo, deadline: Instant) -> bool {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(2));
+        let id = self.id;
+        self.raft
+            .wait(Some(wait))
+            .metrics(
+                |m| {
+                    let membership = m.membership_config.membership();
+                    membership.get_joint_config().len() == 1
+                        && membership.voter_ids().any(|v| v == id)
+                        && membership.get_node(&id) == Some(me)
+                },
+                "this node a voter in its own log",
+            )
+            .await
+            .is_ok()
     }
 
     /// When a leader last reached us, if ever.
@@ -377,30 +441,75 @@ impl Node {
         self.metrics().current_leader == Some(self.id)
     }
 
-    /// Leader side of a join: learner first, voter once caught up.
+    /// Leader side of a join: learner first, voter once caught up. The same node
+    /// asking again (its earlier answer lost to a leader change, or a refusal that
+    /// passes) resumes where the earlier attempt stopped: a learner is promoted, a
+    /// joint membership completed.
     async fn add_member(&self, id: NodeId, info: NodeInfo) -> Result<(), LeaderError> {
         let _one = self.membership.lock().await;
         if !self.is_leader() {
             return Err(self.not_leader());
         }
         let m = self.metrics();
-        if let Some(existing) = m.membership_config.membership().get_node(&id) {
-            return Err(LeaderError::Failed(format!(
-                "node id {id} is already a member (at {existing}): remove it first \
-                 (raftmq cluster remove {id}) or start this node with another --node-id"
-            )));
+        let membership = m.membership_config.membership();
+        let voter = membership.voter_ids().any(|v| v == id);
+        let uniform = membership.get_joint_config().len() == 1;
+        match membership.get_node(&id) {
+            Some(existing) if *existing != info || (voter && uniform) => {
+                return Err(LeaderError::Failed(format!(
+                    "node id {id} is already a member (at {existing}): remove it first \
+                     (raftmq cluster remove {id}) or start this node with another --node-id"
+                )));
+            }
+            Some(_) => tracing::info!(node_id = id, addr = %info, "a node resumes joining"),
+            None => {
+                tracing::info!(node_id = id, addr = %info, "adding a node: learner, then voter")
+            }
         }
-        tracing::info!(node_id = id, addr = %info, "adding a node: learner, then voter");
-        let failed = |e: String| LeaderError::Failed(format!("adding node {id}: {e}"));
-        self.raft
-            .add_learner(id, info, true)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        let what = format!("adding node {id}");
+        if !voter {
+            let added = self
+                .raft
+                .add_learner(id, info, false)
+                .await
+                .map_err(|e| join::change_refused(&what, e))?;
+            self.caught_up(id, added.log_id.index).await?;
+        }
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| join::change_refused(&what, e))?;
         Ok(())
+    }
+
+    /// Waits (at most [`CATCH_UP`]) until learner `id` holds the log up to `index`, the
+    /// entry that made it a learner; openraft's own wait (`add_learner` blocking) has
+    /// no bound, and would hold the membership lock for as long as the learner is
+    /// down. A learner still behind is a passing refusal: its node asks again.
+    async fn caught_up(&self, id: NodeId, index: u64) -> Result<(), LeaderError> {
+        let me = self.id;
+        let waited = self
+            .raft
+            .wait(Some(CATCH_UP))
+            .metrics(
+                |m| {
+                    m.current_leader != Some(me)
+                        || m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&id))
+                            .is_some_and(|matched| matched.is_some_and(|l| l.index >= index))
+                },
+                "a new learner to catch up",
+            )
+            .await;
+        match waited {
+            Ok(m) if m.current_leader != Some(me) => Err(self.not_leader()),
+            Ok(_) => Ok(()),
+            Err(_) => Err(LeaderError::Transient(format!(
+                "node {id} is still catching up (log index {index} not reached within {}s)",
+                CATCH_UP.as_secs()
+            ))),
+        }
     }
 
     /// Leader side of `cluster remove` / `cluster leave`.
@@ -415,18 +524,16 @@ impl Node {
             return Err(LeaderError::Failed(format!("node {id} is not a member")));
         }
         tracing::info!(node_id = id, "removing a node from the cluster");
-        let failed = |e: String| LeaderError::Failed(format!("removing node {id}: {e}"));
-        if membership.voter_ids().any(|v| v == id) {
-            self.raft
-                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
+        let what = format!("removing node {id}");
+        let change = if membership.voter_ids().any(|v| v == id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
-            self.raft
-                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-        }
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| join::change_refused(&what, e))?;
         Ok(())
     }
 
@@ -452,7 +559,7 @@ impl Node {
                         match call_leader(n.cluster_addr, &Request::Remove { id }).await {
                             Ok(Response::Done(r)) => r,
                             Ok(_) => Err(LeaderError::Failed("unexpected response".into())),
-                            Err(e) => Err(LeaderError::Failed(e)),
+                            Err(e) => Err(LeaderError::Failed(e.to_string())),
                         }
                     }
                     other => Err(other),
@@ -464,7 +571,8 @@ impl Node {
                 Err(e @ LeaderError::NotLeader(_)) if Instant::now() >= deadline => {
                     return Err(format!("no leader: {e}"))
                 }
-                Err(LeaderError::NotLeader(_)) => {
+                Err(LeaderError::Transient(e)) if Instant::now() >= deadline => return Err(e),
+                Err(LeaderError::NotLeader(_) | LeaderError::Transient(_)) => {
                     tokio::time::sleep(Duration::from_millis(200)).await
                 }
             }
@@ -650,19 +758,26 @@ impl ClusterApi for Node {
 }
 
 /// Sends a membership request to `addr`, following "not the leader" answers to the
-/// leader.
-async fn call_leader(mut addr: String, req: &Request) -> Result<Response, String> {
+/// leader they name.
+async fn call_leader(mut addr: String, req: &Request) -> Result<Response, CallFailure> {
     for _ in 0..5 {
-        let resp = Peer::new(addr.clone())
-            .call(req)
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+        let resp = match Peer::new(addr.clone()).call(req).await {
+            Ok(resp) => resp,
+            Err(network::CallError::Connect(e))
+                if e.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                return Err(CallFailure::Refused(format!("{addr} refused us: {e}")))
+            }
+            Err(e) => return Err(CallFailure::Lost(format!("{addr}: {e}"))),
+        };
         match resp {
             Response::Done(Err(LeaderError::NotLeader(Some((_, n))))) => addr = n.cluster_addr,
             other => return Ok(other),
         }
     }
-    Err(format!("{addr}: no stable leader"))
+    Err(CallFailure::NoStableLeader(format!(
+        "{addr}: no stable leader"
+    )))
 }
 
 /// The proposer: drains queued events into one log entry per round (group commit: one
