@@ -104,6 +104,8 @@ pub enum StartError {
     Join(String),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("data dir: cannot record this run: {0}")]
+    Run(String),
 }
 
 /// An event to commit, when it was proposed (its deadline runs from then, not from
@@ -146,7 +148,8 @@ pub struct Node {
     pub commit_latency: Histogram,
     /// Events per log entry this node's proposer wrote (group commit).
     pub batch_size: Histogram,
-    /// This run's batches carry it ([`Cmd::boot`]): the proposer's start, in ms.
+    /// This run's batches carry it ([`Cmd::boot`]): the proposer's start in ms, above
+    /// every earlier run's ([`persistence::LogStore::next_run`]).
     boot: u64,
 }
 
@@ -229,6 +232,9 @@ impl Node {
         network::set_tls(s.tls);
         let (log, sm) = persistence::open::<_, App>(&s.data_dir).map_err(StartError::Storage)?;
         let committed = log.committed_index();
+        let boot = log
+            .next_run(broker_core::replicated::now_ms())
+            .map_err(StartError::Run)?;
         let contacts = Arc::new(Contacts::default());
         let network = Network {
             contacts: contacts.clone(),
@@ -265,7 +271,7 @@ impl Node {
             left: Notify::new(),
             commit_latency: Histogram::new(&LATENCY_BOUNDS),
             batch_size: Histogram::new(&BATCH_BOUNDS),
-            boot: broker_core::replicated::now_ms(),
+            boot,
         });
         node.record(Kind::NodeStarted);
         tokio::spawn(serve(node.clone(), s.listener));

@@ -23,6 +23,7 @@ const META_TREE: &str = "raft_meta";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_RUN: &[u8] = b"run";
 
 type SResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
 
@@ -80,6 +81,19 @@ impl<C: RaftTypeConfig> LogStore<C> {
             .map(|l| l.index)
     }
 
+    /// Numbers this run of the node: `now_ms`, but above every earlier run's number even
+    /// when the clock stepped back across the restart (a device without a real-time clock
+    /// boots in 1970 until NTP answers). Run numbers order a proposer's batches: a run
+    /// numbered below the last one would have every batch refused as a stale resend.
+    /// Durable before it is returned.
+    pub fn next_run(&self, now_ms: u64) -> Result<u64, String> {
+        let last: Option<u64> = self.get_meta(KEY_RUN)?;
+        let run = now_ms.max(last.map_or(0, |l| l + 1));
+        self.put_meta(KEY_RUN, &run).map_err(|e| e.to_string())?;
+        self.disk.sync().map_err(|e| e.to_string())?;
+        Ok(run)
+    }
+
     /// Decodes every metadata value and the first and last entries, so that corruption is
     /// reported at open time rather than later.
     pub(crate) fn check(&self) -> Result<(), String> {
@@ -89,6 +103,8 @@ impl<C: RaftTypeConfig> LogStore<C> {
             .map_err(|e| format!("raft_meta/committed: {e}"))?;
         self.get_meta::<LogId<C::NodeId>>(KEY_LAST_PURGED)
             .map_err(|e| format!("raft_meta/last_purged: {e}"))?;
+        self.get_meta::<u64>(KEY_RUN)
+            .map_err(|e| format!("raft_meta/run: {e}"))?;
         for item in [self.log.first(), self.log.last()] {
             if let Some((k, v)) = item.map_err(|e| e.to_string())? {
                 decode_entry::<C>(&k, &v).map_err(|e| format!("raft_log: {e}"))?;

@@ -87,6 +87,21 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Run numbers only grow, across reopens too, whatever the clock says.
+#[test]
+fn run_numbers_grow_when_the_clock_steps_back() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _sm): Stores = persistence::open(dir.path()).unwrap();
+        assert_eq!(log.next_run(5_000).unwrap(), 5_000);
+        assert_eq!(log.next_run(9_000).unwrap(), 9_000);
+    }
+    let (log, _sm): Stores = persistence::open(dir.path()).unwrap();
+    // Booted before NTP answered: the clock reads far less than last time.
+    assert_eq!(log.next_run(10).unwrap(), 9_001);
+    assert_eq!(log.next_run(20_000).unwrap(), 20_000);
+}
+
 #[test]
 fn values_survive_reopen() {
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, Vote};
