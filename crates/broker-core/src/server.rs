@@ -311,41 +311,37 @@ async fn upgrade(
     peer: SocketAddr,
     deadline: Instant,
 ) {
-    match transport {
-        Transport::Tcp => connection::serve(shared, tcp, peer, deadline, Proof::Nothing).await,
-        wrapped => Box::pin(upgrade_wrapped(shared, wrapped, tcp, peer, deadline)).await,
-    }
-}
-
-/// [`upgrade`] for the transports that wrap TCP.
-async fn upgrade_wrapped(
-    shared: Arc<Shared>,
-    transport: Transport,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    deadline: Instant,
-) {
     let name = transport.name();
     let max = shared.config.max_packet_size as usize;
     match transport {
         Transport::Tcp => connection::serve(shared, tcp, peer, deadline, Proof::Nothing).await,
         Transport::Ws => {
-            if let Some(ws) = ws_accept(tcp, max, peer, name, deadline).await {
-                connection::serve(shared, Box::new(ws), peer, deadline, Proof::Nothing).await;
-            }
+            Box::pin(async move {
+                if let Some(ws) = ws_accept(tcp, max, peer, name, deadline).await {
+                    connection::serve(shared, Box::new(ws), peer, deadline, Proof::Nothing).await;
+                }
+            })
+            .await
         }
         Transport::Tls(tls) => {
-            if let Some((stream, proof)) = tls_accept(&tls, tcp, peer, name, deadline).await {
-                connection::serve(shared, Box::new(stream), peer, deadline, proof).await;
-            }
+            Box::pin(async move {
+                if let Some((stream, proof)) = tls_accept(&tls, tcp, peer, name, deadline).await {
+                    connection::serve(shared, Box::new(stream), peer, deadline, proof).await;
+                }
+            })
+            .await
         }
         Transport::Wss(tls) => {
-            let Some((stream, proof)) = tls_accept(&tls, tcp, peer, name, deadline).await else {
-                return;
-            };
-            if let Some(ws) = ws_accept(stream, max, peer, name, deadline).await {
-                connection::serve(shared, Box::new(ws), peer, deadline, proof).await;
-            }
+            Box::pin(async move {
+                let Some((stream, proof)) = tls_accept(&tls, tcp, peer, name, deadline).await
+                else {
+                    return;
+                };
+                if let Some(ws) = ws_accept(stream, max, peer, name, deadline).await {
+                    connection::serve(shared, Box::new(ws), peer, deadline, proof).await;
+                }
+            })
+            .await
         }
     }
 }

@@ -390,9 +390,7 @@ impl Node {
             .metrics(
                 |m| {
                     let membership = m.membership_config.membership();
-                    membership.get_joint_config().len() == 1
-                        && membership.voter_ids().any(|v| v == id)
-                        && membership.get_node(&id) == Some(me)
+                    settled_voter(membership, id) && membership.get_node(&id) == Some(me)
                 },
                 "this node a voter in its own log",
             )
@@ -459,9 +457,8 @@ impl Node {
         let m = self.metrics();
         let membership = m.membership_config.membership();
         let voter = membership.voter_ids().any(|v| v == id);
-        let uniform = membership.get_joint_config().len() == 1;
         match membership.get_node(&id) {
-            Some(existing) if *existing != info || (voter && uniform) => {
+            Some(existing) if *existing != info || settled_voter(membership, id) => {
                 return Err(LeaderError::Failed(format!(
                     "node id {id} is already a member (at {existing}): remove it first \
                      (raftmq cluster remove {id}) or start this node with another --node-id"
@@ -761,6 +758,11 @@ impl ClusterApi for Node {
             .await;
         })
     }
+}
+
+/// Whether `id` is a voter of `membership` and no change is half done (not joint).
+fn settled_voter(membership: &openraft::Membership<NodeId, NodeInfo>, id: NodeId) -> bool {
+    membership.get_joint_config().len() == 1 && membership.voter_ids().any(|v| v == id)
 }
 
 /// Sends a membership request to `addr`, following "not the leader" answers to the
