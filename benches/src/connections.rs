@@ -4,7 +4,7 @@
 //! after, so that its reading is the cost of holding a connection rather than the
 //! high-water mark of a storm of handshakes or the broker's own warm-up.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout_at};
 
 use crate::cli::{Params, Scenario};
-use crate::client::Client;
+use crate::client::{loopback_source, Client};
 use crate::procfs::{self, RssSampler};
 use crate::report::{round, Connections, Report};
 
@@ -23,9 +23,6 @@ const IN_FLIGHT: usize = 500;
 const IDLE_IN_FLIGHT: usize = 50;
 /// Descriptors we keep for ourselves beyond the clients (runtime, stdio, /proc reads).
 const FD_RESERVE: u64 = 100;
-/// Source ports per source address before moving to the next one; below the ~28,000
-/// ephemeral ports Linux offers per address.
-const PER_SOURCE_ADDR: u32 = 25_000;
 /// Longest the connect storm may take, whatever the broker does.
 const CONNECT_PHASE: Duration = Duration::from_secs(60);
 /// Time for the broker to finish settling the last connections before RSS is read.
@@ -121,7 +118,10 @@ async fn connect_storm(
     while next < target || !tasks.is_empty() {
         while next < target && tasks.len() < in_flight {
             let addr = brokers[next as usize % brokers.len()];
-            let (id, bind) = (format!("lg-{run}-c{next}"), source_addr(addr, next));
+            let (id, bind) = (
+                format!("lg-{run}-c{next}"),
+                loopback_source(addr, next as usize),
+            );
             tasks.spawn(async move { Client::connect(addr, &id, bind).await });
             next += 1;
         }
@@ -155,21 +155,4 @@ fn capped_target(wanted: u32, report: &mut Report) -> u32 {
         report.notes.push(note);
     }
     wanted.min(allowed)
-}
-
-/// A loopback broker is reached from 127.0.0.2, .3, ... so that one address's
-/// ephemeral ports do not cap the count; a remote one from the default address.
-fn source_addr(broker: SocketAddr, i: u32) -> Option<IpAddr> {
-    match broker.ip() {
-        IpAddr::V4(ip) if ip.is_loopback() => {
-            let host = 2 + i / PER_SOURCE_ADDR;
-            Some(IpAddr::V4(Ipv4Addr::new(
-                127,
-                0,
-                (host >> 8) as u8,
-                host as u8,
-            )))
-        }
-        _ => None,
-    }
 }

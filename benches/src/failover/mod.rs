@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 
-use crate::client::Client;
+use crate::client::{loopback_source, Client};
 use crate::procfs;
 use crate::tracker::SeqSet;
 pub use report::Report;
@@ -214,7 +214,8 @@ async fn connect_subscribers(
             let gate = gate.clone();
             tokio::spawn(async move {
                 let _turn = gate.acquire().await?;
-                let mut client = Client::connect_session(victim, &id, None, false).await?;
+                let mut client =
+                    Client::connect_session(victim, &id, loopback_source(victim, j), false).await?;
                 if client.session_present {
                     bail!("{victim} resumed a session for the new client id {id}");
                 }

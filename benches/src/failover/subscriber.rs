@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep, timeout};
 
 use super::{lock, stopped};
-use crate::client::{codec, Client};
+use crate::client::{codec, loopback_source, Client};
 use crate::payload::Header;
 use crate::tracker::SeqSet;
 
@@ -160,7 +160,12 @@ async fn reconnect(
         lock(progress).attempts += 1;
         let connect = timeout(
             spec.connect_timeout,
-            Client::connect_session(addr, &spec.client_id, None, false),
+            Client::connect_session(
+                addr,
+                &spec.client_id,
+                loopback_source(addr, spec.index),
+                false,
+            ),
         );
         let failure = tokio::select! {
             _ = stopped(stop) => return None,
