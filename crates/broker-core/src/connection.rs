@@ -236,7 +236,7 @@ async fn handshake<S: ByteStream>(
     peer: SocketAddr,
     deadline: tokio::time::Instant,
     proof: Proof,
-) -> Option<(Connection, BytesMut)> {
+) -> Option<(Box<Connection>, BytesMut)> {
     let mut rbuf = BytesMut::with_capacity(1024);
     let max = shared.config.max_packet_size as usize;
     let read = read_connect(stream, &mut rbuf, max);
@@ -387,6 +387,8 @@ struct Connection {
     paused_until: Option<tokio::time::Instant>,
     /// The push-pacing slot reserved for the session's next delivery.
     paced: Option<tokio::time::Instant>,
+    /// When the client last sent anything (the keep-alive counts from it).
+    last_read: Instant,
 }
 
 /// A client's inbound rates: `max_publish_rate` and `max_inbound_bytes_rate`.
@@ -447,7 +449,7 @@ impl Connection {
         peer: SocketAddr,
         c: Connect,
         proof: Proof,
-    ) -> Option<Connection> {
+    ) -> Option<Box<Connection>> {
         let cfg = &shared.config;
         let protocol = c.protocol;
         let conn_id = shared.next_conn_id();
@@ -657,46 +659,99 @@ impl Connection {
             limits: Limits::new(cfg),
             paused_until: None,
             paced: None,
+            last_read: Instant::now(),
         };
         conn.send(&Packet::ConnAck(ack));
         conn.resend_inflight();
-        Some(conn)
+        // Boxed: the task that serves the client holds a pointer, not the struct, in
+        // each of the futures it passes through (async arguments are stored twice).
+        Some(Box::new(conn))
     }
 
-    async fn run<S: ByteStream>(mut self, mut stream: S, mut rbuf: BytesMut) {
+    /// Serves the session until the connection ends, in two states so that an idle client
+    /// costs little memory: `active` (boxed, one per burst of work) moves packets while
+    /// there is anything to read, write, wait for or deliver; `park` waits on the socket,
+    /// the session's wake-up and the keep-alive timer, holding no buffers. The wake-up
+    /// and the timer live here, across both states: a delivery signalled while one
+    /// state hands over to the other is kept, not lost.
+    async fn run<S: ByteStream>(mut self: Box<Self>, mut stream: S, mut rbuf: BytesMut) {
         let session = self.session.clone();
-        let max_in = self.shared.config.max_packet_size as usize;
-        let mut last_read = Instant::now();
-        let idle = self
-            .keep_alive
-            .unwrap_or(Duration::from_secs(365 * 24 * 3600));
-        let keep_alive = tokio::time::sleep(idle);
+        let keep_alive = tokio::time::sleep(self.idle());
         tokio::pin!(keep_alive);
-        let bound = self.shared.config.max_queued_messages;
-
-        // One registered wake-up, kept across iterations and re-armed only when it fires:
-        // registered before the checks below, a takeover or shutdown between them and
-        // the `select!` still wakes us, and a wake-up that lands while we are busy is
-        // kept, not dropped with a per-iteration future.
         let wake = session.wake.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
         let exit = loop {
+            let burst = self.active(
+                &mut stream,
+                &mut rbuf,
+                &session,
+                wake.as_mut(),
+                keep_alive.as_mut(),
+            );
+            if let Err(exit) = Box::pin(burst).await {
+                break exit;
+            }
+            // Nothing to do: give the buffers back (the next read or delivery takes
+            // what it needs) and wait.
+            if rbuf.is_empty() {
+                rbuf = BytesMut::new();
+            }
+            self.wbuf = BytesMut::new();
+            let parked = self.park(
+                &mut stream,
+                &mut rbuf,
+                &session,
+                wake.as_mut(),
+                keep_alive.as_mut(),
+            );
+            if let Err(exit) = parked.await {
+                break exit;
+            }
+        };
+        Box::pin((*self).close(stream, exit)).await;
+    }
+
+    /// How long the client may stay silent: 1.5 times its keep-alive, or for ever.
+    fn idle(&self) -> Duration {
+        self.keep_alive
+            .unwrap_or(Duration::from_secs(365 * 24 * 3600))
+    }
+
+    /// Moves packets until there is nothing to do (Ok: park) or the connection ends.
+    async fn active<'s, S: ByteStream>(
+        &mut self,
+        stream: &mut S,
+        rbuf: &mut BytesMut,
+        session: &'s Arc<Session>,
+        mut wake: Pin<&mut tokio::sync::futures::Notified<'s>>,
+        mut keep_alive: Pin<&mut tokio::time::Sleep>,
+    ) -> Result<(), Exit> {
+        let max_in = self.shared.config.max_packet_size as usize;
+        let bound = self.shared.config.max_queued_messages;
+        // Bytes the park read: handled before anything else.
+        if !rbuf.is_empty() {
+            Box::pin(self.process(rbuf, max_in)).await?;
+        }
+        loop {
             if self.shared.shutting_down.load(Ordering::Acquire) {
-                break Exit::Shutdown;
+                return Err(Exit::Shutdown);
             }
             if !session.is_attached(self.conn_id) {
-                break Exit::TakenOver;
+                return Err(Exit::TakenOver);
             }
             if let Some(cut) = self.shared.cut_off() {
-                break Exit::CutOff {
+                return Err(Exit::CutOff {
                     server_reference: cut.server_reference,
-                };
+                });
             }
             // Fill the write buffer in one go: a subscriber fed by many publishers gets
             // one turn per wake-up, and should move as much as it can with it.
             while self.want_drain && self.wbuf.len() < WBUF_HIGH {
                 self.want_drain = self.drain();
+            }
+            if self.is_idle() {
+                return Ok(());
             }
             let can_read = self.wbuf.len() < WBUF_HIGH
                 && self.blocked.is_empty()
@@ -705,43 +760,37 @@ impl Connection {
             tokio::select! {
                 biased;
                 io = std::future::poll_fn(|cx| {
-                    poll_io(cx, &mut stream, &self.wbuf, self.unflushed, can_read, &mut rbuf, &self.shared)
+                    poll_io(cx, stream, &self.wbuf, self.unflushed, can_read, rbuf, &self.shared)
                 }), if !self.wbuf.is_empty() || self.unflushed || can_read => match io {
                     Io::Wrote(n) => {
                         self.wbuf.advance(n);
                         self.unflushed = true;
                     }
                     Io::Flushed => self.unflushed = false,
-                    Io::Read(0) => break Exit::Lost("connection closed by client".into()),
                     Io::Read(n) => {
-                        last_read = Instant::now();
-                        self.count_bytes_in(n);
-                        if let Err(exit) = Box::pin(self.process(&mut rbuf, max_in)).await {
-                            break exit;
-                        }
+                        self.on_read(n)?;
+                        Box::pin(self.process(rbuf, max_in)).await?;
                     }
-                    Io::CutOff(cut) => break Exit::CutOff {
+                    Io::CutOff(cut) => return Err(Exit::CutOff {
                         server_reference: cut.server_reference,
-                    },
-                    Io::Failed(e) => break Exit::Lost(e.to_string()),
+                    }),
+                    Io::Failed(e) => return Err(Exit::Lost(e.to_string())),
                 },
-                r = next_held(&mut self.held), if !self.held.is_empty() => match r {
-                    Ok(Some(packet)) => self.send(&packet),
-                    Ok(None) => {}
-                    Err(exit) => break exit,
-                },
+                r = next_held(&mut self.held), if !self.held.is_empty() => {
+                    if let Some(packet) = r? {
+                        self.send(&packet);
+                    }
+                }
                 // Polled even while draining, so that a busy or stuck connection still
                 // learns at once that it was taken over or that the broker stops.
-                _ = &mut wake => {
+                _ = wake.as_mut() => {
                     self.want_drain = true;
                     wake.set(session.wake.notified());
                     wake.as_mut().enable();
                 }
                 _ = sleep_until(self.paused_until), if self.paused_until.is_some() => {
                     self.paused_until = None;
-                    if let Err(exit) = Box::pin(self.process(&mut rbuf, max_in)).await {
-                        break exit;
-                    }
+                    Box::pin(self.process(rbuf, max_in)).await?;
                 }
                 _ = sleep_until(self.paced), if self.paced.is_some() && !self.want_drain => {
                     self.want_drain = true;
@@ -749,35 +798,87 @@ impl Connection {
                 _ = wait_for_room(&self.blocked, bound), if !self.blocked.is_empty() => {
                     self.blocked.clear();
                     // Packets read before we stopped are handled now, not at the next read.
-                    if let Err(exit) = Box::pin(self.process(&mut rbuf, max_in)).await {
-                        break exit;
-                    }
+                    Box::pin(self.process(rbuf, max_in)).await?;
                 }
-                _ = &mut keep_alive, if self.keep_alive.is_some() => {
-                    // Re-armed lazily: a timer reset per packet would cost more than
-                    // one check per keep-alive period.
-                    let deadline = last_read + idle;
-                    if rbuf.is_empty() && last_read.elapsed() >= idle / 2 {
-                        rbuf = BytesMut::new();
-                    }
-                    if self.wbuf.is_empty() && !self.want_drain {
-                        self.wbuf = BytesMut::new();
-                    }
-                    // A client we have stopped reading is not silent: we are.
-                    let reading = self.blocked.is_empty() && self.paused_until.is_none();
-                    if Instant::now() >= deadline && reading {
-                        break Exit::KeepAlive;
-                    }
-                    let next = if reading {
-                        deadline
-                    } else {
-                        Instant::now() + idle
-                    };
-                    keep_alive.as_mut().reset(next.into());
+                _ = keep_alive.as_mut(), if self.keep_alive.is_some() => {
+                    self.on_keep_alive(keep_alive.as_mut())?;
                 }
             }
+        }
+    }
+
+    /// Nothing to write, flush, deliver, answer or wait for: only the client, a wake-up
+    /// or the keep-alive timer can give this connection work.
+    fn is_idle(&self) -> bool {
+        !self.want_drain
+            && self.wbuf.is_empty()
+            && !self.unflushed
+            && self.held.is_empty()
+            && self.blocked.is_empty()
+            && self.paused_until.is_none()
+            && self.paced.is_none()
+    }
+
+    /// Waits, holding no buffer, until the client sends something (read into `rbuf`,
+    /// for `active` to handle), the session is woken, or the keep-alive timer fires.
+    async fn park<'s, S: ByteStream>(
+        &mut self,
+        stream: &mut S,
+        rbuf: &mut BytesMut,
+        session: &'s Arc<Session>,
+        mut wake: Pin<&mut tokio::sync::futures::Notified<'s>>,
+        mut keep_alive: Pin<&mut tokio::time::Sleep>,
+    ) -> Result<(), Exit> {
+        tokio::select! {
+            biased;
+            _ = wake.as_mut() => {
+                self.want_drain = true;
+                wake.set(session.wake.notified());
+                wake.as_mut().enable();
+            }
+            io = std::future::poll_fn(|cx| poll_io(cx, stream, &[], false, true, rbuf, &self.shared)) => {
+                match io {
+                    Io::Read(n) => self.on_read(n)?,
+                    Io::Failed(e) => return Err(Exit::Lost(e.to_string())),
+                    // Nothing was waiting to be written.
+                    Io::Wrote(_) | Io::Flushed | Io::CutOff(_) => {}
+                }
+            }
+            _ = keep_alive.as_mut(), if self.keep_alive.is_some() => {
+                self.on_keep_alive(keep_alive)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `n` bytes came in (0: the client closed its side).
+    fn on_read(&mut self, n: usize) -> Result<(), Exit> {
+        if n == 0 {
+            return Err(Exit::Lost("connection closed by client".into()));
+        }
+        self.last_read = Instant::now();
+        self.count_bytes_in(n);
+        Ok(())
+    }
+
+    /// The keep-alive timer fired: ends a client silent for too long, else re-arms.
+    /// Re-armed lazily: a timer reset per packet would cost more than one check per
+    /// keep-alive period.
+    fn on_keep_alive(&mut self, keep_alive: Pin<&mut tokio::time::Sleep>) -> Result<(), Exit> {
+        let idle = self.idle();
+        let deadline = self.last_read + idle;
+        // A client we have stopped reading is not silent: we are.
+        let reading = self.blocked.is_empty() && self.paused_until.is_none();
+        if Instant::now() >= deadline && reading {
+            return Err(Exit::KeepAlive);
+        }
+        let next = if reading {
+            deadline
+        } else {
+            Instant::now() + idle
         };
-        Box::pin(self.close(stream, exit)).await;
+        keep_alive.reset(next.into());
+        Ok(())
     }
 
     /// Handles every complete packet in `rbuf`, or those up to a publish that filled a

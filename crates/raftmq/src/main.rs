@@ -43,10 +43,25 @@ use crate::config::{Secrets, Settings};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process. mimalloc asks for them
+/// (`madvise(MADV_HUGEPAGE)` on its arenas), so every first touch of its heap faulted in
+/// and zeroed 2 MiB: measured with 5,000 idle clients (`loadgen idle`), 66 MiB of the
+/// broker was huge pages and an idle connection cost 5.8 KiB of RSS, against 3.6 KiB
+/// without; in a reconnect storm that zeroing was 13% of a survivor's CPU. The process
+/// flag takes precedence over madvise, also for the arena mimalloc mapped before main.
+fn no_huge_pages() {
+    // SAFETY: prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) takes plain integers and only sets
+    // a flag of this process; a kernel without it returns an error, which changes nothing.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 pub(crate) const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    no_huge_pages();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return flag_error(e),
