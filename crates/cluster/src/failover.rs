@@ -432,7 +432,7 @@ async fn commit_all(node: &Arc<Node>, events: Vec<Event>) {
         node: node.id,
         boot: 0,
         seq: 0,
-        events: events.clone(),
+        events: Arc::new(events.clone()),
     };
     let outcomes = match tokio::time::timeout(COMMIT_TIMEOUT, node.leader_write(cmd)).await {
         Ok(Ok((_, outcomes))) => outcomes,

@@ -824,7 +824,7 @@ async fn propose(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
             node: node.id,
             boot,
             seq,
-            events,
+            events: Arc::new(events),
         };
         let started = Instant::now();
         let result = write(&node, cmd, oldest + COMMIT_TIMEOUT, &mut leader).await;

@@ -17,7 +17,9 @@ pub struct Cmd {
     pub node: u64,
     pub boot: u64,
     pub seq: u64,
-    pub events: Vec<Event>,
+    /// Shared: the log keeps its newest entries decoded and hands out clones of them (for
+    /// replication and apply), which should not copy every event. Encoded as the list.
+    pub events: Arc<Vec<Event>>,
 }
 /// One outcome per event of the batch.
 pub type Resp = Vec<Outcome>;

@@ -83,6 +83,7 @@ pub fn open<C, A>(
 ) -> Result<(LogStore<C>, StateMachineStore<C, A>), OpenError>
 where
     C: RaftTypeConfig<Entry = openraft::Entry<C>, SnapshotData = Cursor<Vec<u8>>>,
+    C::D: Clone,
     A: Apply<C>,
 {
     let path = path.as_ref().to_path_buf();
