@@ -204,10 +204,6 @@ pub(crate) enum Proof {
     },
 }
 
-/// What lives exactly as long as a client's connection (its count in the gauges, the
-/// shutdown's wait): dropped when the task serving it last ends.
-pub(crate) type Guards = Box<dyn Send>;
-
 /// Serves one client: CONNECT (which must arrive before `deadline`, the accept time
 /// plus the connect timeout, whatever handshake came first), then its session.
 pub(crate) async fn serve<S: ByteStream>(
@@ -216,25 +212,20 @@ pub(crate) async fn serve<S: ByteStream>(
     peer: SocketAddr,
     deadline: tokio::time::Instant,
     proof: Proof,
-    guards: Guards,
 ) {
     let mut stream = Metered {
         stream,
         shared: shared.clone(),
     };
+    // A future is as large as everything it may await, and this task lives as long as
+    // the client stays connected: the handshake, packet processing and the close are
+    // boxed so that an idle client holds only the wait loop (memory per connection).
     let accepted = Box::pin(handshake(&shared, &mut stream, peer, deadline, proof)).await;
     if let Some((conn, mut rbuf)) = accepted {
         if rbuf.is_empty() {
             rbuf = BytesMut::new();
         }
-        // A task is as large as everything it may await, for as long as it lives: the
-        // session gets a task of its own, as large as `run` (packet processing and the
-        // close are boxed in there), and this one, with the transport's and CONNECT's
-        // futures and the arguments they copied, ends here (memory per connection).
-        tokio::spawn(async move {
-            conn.run(stream, rbuf).await;
-            drop(guards);
-        });
+        conn.run(stream, rbuf).await;
     }
 }
 

@@ -1,7 +1,6 @@
 //! The broker as a server: the engine plus its listeners. Each listener accepts
 //! sockets, unwraps its transport (TLS, WebSocket) within the connect timeout, and
-//! hands the resulting byte stream to `connection::serve`: a task per client for the
-//! handshakes, then one for its session.
+//! hands the resulting byte stream to `connection::serve`, one task per client.
 
 use std::io;
 use std::net::SocketAddr;
@@ -288,47 +287,38 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         // The connect timeout runs from here: a transport handshake spends from it.
         let deadline = Instant::now() + shared.config.connect_timeout();
-        // Held by whichever task serves the client last: the open-connections gauge and
-        // the shutdown's wait for every connection to close.
-        let guards: connection::Guards = Box::new((
-            connection::open_guard(&shared, listener.transport.kind()),
-            done.clone(),
-        ));
+        let open = connection::open_guard(&shared, listener.transport.kind());
+        let shared = shared.clone();
         let transport = listener.transport.clone();
-        tokio::spawn(upgrade(
-            shared.clone(),
-            transport,
-            tcp,
-            peer,
-            deadline,
-            guards,
-        ));
+        let done = done.clone();
+        tokio::spawn(async move {
+            upgrade(shared, transport, tcp, peer, deadline).await;
+            drop(open);
+            drop(done);
+        });
     }
 }
 
-/// Unwraps the transport (within the connect deadline) and hands the client to
-/// `connection::serve`, which serves its session from a task of its own once CONNECT is
-/// answered. TLS and WebSocket (their handshakes are several KiB) are boxed, so that
-/// they cost only the clients that use them.
+/// Unwraps the transport (within the connect deadline) and serves the client. A task
+/// is as large as the largest future it may await, for as long as its client stays:
+/// plain TCP is served inline, while TLS and WebSocket (their handshakes are several
+/// KiB, their streams more) are served from a box, so that they cost only the clients
+/// that use them.
 async fn upgrade(
     shared: Arc<Shared>,
     transport: Transport,
     tcp: TcpStream,
     peer: SocketAddr,
     deadline: Instant,
-    guards: connection::Guards,
 ) {
     let name = transport.name();
     let max = shared.config.max_packet_size as usize;
     match transport {
-        Transport::Tcp => {
-            connection::serve(shared, tcp, peer, deadline, Proof::Nothing, guards).await
-        }
+        Transport::Tcp => connection::serve(shared, tcp, peer, deadline, Proof::Nothing).await,
         Transport::Ws => {
             Box::pin(async move {
                 if let Some(ws) = ws_accept(tcp, max, peer, name, deadline).await {
-                    connection::serve(shared, Box::new(ws), peer, deadline, Proof::Nothing, guards)
-                        .await;
+                    connection::serve(shared, Box::new(ws), peer, deadline, Proof::Nothing).await;
                 }
             })
             .await
@@ -336,8 +326,7 @@ async fn upgrade(
         Transport::Tls(tls) => {
             Box::pin(async move {
                 if let Some((stream, proof)) = tls_accept(&tls, tcp, peer, name, deadline).await {
-                    connection::serve(shared, Box::new(stream), peer, deadline, proof, guards)
-                        .await;
+                    connection::serve(shared, Box::new(stream), peer, deadline, proof).await;
                 }
             })
             .await
@@ -349,7 +338,7 @@ async fn upgrade(
                     return;
                 };
                 if let Some(ws) = ws_accept(stream, max, peer, name, deadline).await {
-                    connection::serve(shared, Box::new(ws), peer, deadline, proof, guards).await;
+                    connection::serve(shared, Box::new(ws), peer, deadline, proof).await;
                 }
             })
             .await
