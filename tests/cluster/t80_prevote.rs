@@ -25,6 +25,10 @@ const WATCH: Duration = Duration::from_secs(4);
 /// Interval between two looks at the cluster while watching.
 const SAMPLE: Duration = Duration::from_millis(100);
 
+/// Longest the majority may go without an agreed, ready leader while a follower is cut
+/// off or healed (a moment of load, not an election: one takes longer than this).
+const MAX_GAP: Duration = Duration::from_millis(1000);
+
 /// What the watched nodes showed over a window.
 #[derive(Debug, Default)]
 struct Seen {
@@ -137,11 +141,17 @@ async fn healed_follower_does_not_depose_the_leader() {
         let after = c.wait_leader().await;
         heals.push((victim, leader, term, cut, healed, after));
     }
+    // A loaded machine (the CI runs every cluster test at once) can make a majority
+    // node miss its readiness for a moment: a gap without an agreed leader is allowed
+    // if it is short and the leader after it is the same one, in the same term. A
+    // deposed leader shows as another leader, a leader change or a new term.
+    let named = |s: &Seen| s.leaders.iter().flatten().copied().collect::<Vec<u64>>();
     for (victim, leader, term, cut, healed, after) in &heals {
-        assert_eq!(cut.leaders, [Some(*leader)], "node {victim} cut: {cut:?}");
-        assert_eq!(
-            healed.leaders,
-            [Some(*leader)],
+        assert_eq!(named(cut), [*leader], "node {victim} cut: {cut:?}");
+        assert!(cut.without_quorum < MAX_GAP, "node {victim} cut: {cut:?}");
+        assert_eq!(named(healed), [*leader], "node {victim} healed: {healed:?}");
+        assert!(
+            healed.without_quorum < MAX_GAP,
             "node {victim} healed: {healed:?}"
         );
         assert_eq!(healed.leader_changes, 0, "node {victim} healed: {healed:?}");
