@@ -783,11 +783,7 @@ impl Connection {
                 }
                 // Polled even while draining, so that a busy or stuck connection still
                 // learns at once that it was taken over or that the broker stops.
-                _ = wake.as_mut() => {
-                    self.want_drain = true;
-                    wake.set(session.wake.notified());
-                    wake.as_mut().enable();
-                }
+                _ = wake.as_mut() => self.woken(session, wake.as_mut()),
                 _ = sleep_until(self.paused_until), if self.paused_until.is_some() => {
                     self.paused_until = None;
                     Box::pin(self.process(rbuf, max_in)).await?;
@@ -831,11 +827,7 @@ impl Connection {
     ) -> Result<(), Exit> {
         tokio::select! {
             biased;
-            _ = wake.as_mut() => {
-                self.want_drain = true;
-                wake.set(session.wake.notified());
-                wake.as_mut().enable();
-            }
+            _ = wake.as_mut() => self.woken(session, wake.as_mut()),
             io = std::future::poll_fn(|cx| poll_io(cx, stream, &[], false, true, rbuf, &self.shared)) => {
                 match io {
                     Io::Read(n) => self.on_read(n)?,
@@ -849,6 +841,17 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// The session's wake-up fired: deliver, and register for the next one.
+    fn woken<'s>(
+        &mut self,
+        session: &'s Arc<Session>,
+        mut wake: Pin<&mut tokio::sync::futures::Notified<'s>>,
+    ) {
+        self.want_drain = true;
+        wake.set(session.wake.notified());
+        wake.as_mut().enable();
     }
 
     /// `n` bytes came in (0: the client closed its side).
