@@ -1,6 +1,8 @@
 //! Failures: a node killed with SIGKILL comes back from its data dir into the same
 //! cluster; a whole cluster killed and restarted is one cluster again, with its state.
 
+use std::time::Duration;
+
 use crate::support::client::v4;
 use crate::support::cluster::{members_of, recv_data, wait_route, Cluster, CLUSTER_TIMEOUT};
 
@@ -131,4 +133,88 @@ async fn node_behind_a_purged_log_catches_up_by_snapshot() {
         assert!(m.retain);
         seen.insert(m.topic);
     }
+}
+
+/// An operator's `raftmq cluster snapshot` on a follower: the node stores a snapshot of
+/// what it has applied and reports its cost (`/cluster`'s `snapshot` too). Killed and
+/// restarted once its log is purged behind its snapshots (every 30 entries here), the
+/// node starts from a snapshot plus the log after it, and an offline persistent
+/// session's messages, queued before and after the operator's snapshot, all arrive.
+#[tokio::test]
+async fn operator_snapshot_is_stored_and_the_node_restarts_from_it() {
+    let mut c = Cluster::start_with(3, Cluster::empty().with_env("RAFTMQ_SNAPSHOT_LOGS", 30)).await;
+    let leader = c.wait_leader().await;
+    let follower = (1..=3).find(|&i| i != leader).expect("a follower");
+    let mut keeper = v4("snap-keeper")
+        .persistent()
+        .connect(c.node(follower).mqtt)
+        .await;
+    keeper.subscribe("keep/#", 1).await;
+    keeper.disconnect().await;
+    let mut p = v4("snap-pub").connect(c.node(leader).mqtt).await;
+    for i in 0..20u32 {
+        p.publish("keep/a", 1, false, format!("before-{i}").as_bytes())
+            .await;
+    }
+    c.wait_applied().await;
+    let applied = c.status(follower).await["applied_index"]
+        .as_u64()
+        .expect("an applied index");
+
+    let builds = c.status(follower).await["snapshot"]["builds"]
+        .as_u64()
+        .expect("snapshot figures");
+    let http = c.node(follower).http.to_string();
+    let token = c.token_file().display().to_string();
+    let args = [
+        "cluster",
+        "snapshot",
+        "--http",
+        &http,
+        "--admin-token-file",
+        &token,
+    ];
+    let out = c.run(&args, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("stored a snapshot of"),
+        "cluster snapshot: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = c.status(follower).await;
+    let figures = &status["snapshot"];
+    assert!(figures["builds"].as_u64() > Some(builds), "{status}");
+    assert!(figures["last_bytes"].as_u64() > Some(100), "{status}");
+    assert!(
+        status["snapshot_index"].as_u64() >= Some(applied),
+        "the snapshot covers what was applied before it: {status}"
+    );
+
+    for i in 0..60u32 {
+        p.publish("keep/a", 1, false, format!("after-{i}").as_bytes())
+            .await;
+    }
+    c.wait_applied().await;
+    c.wait_until(
+        "the follower purged its log",
+        CLUSTER_TIMEOUT,
+        |c| async move { c.status(follower).await["purged_index"].as_u64() > Some(applied) },
+    )
+    .await;
+    c.kill(follower);
+    c.restart(follower).await;
+    c.wait_applied().await;
+    let mut keeper = v4("snap-keeper")
+        .persistent()
+        .connect(c.node(follower).mqtt)
+        .await;
+    let mut got = Vec::new();
+    while got.len() < 80 {
+        got.push(String::from_utf8_lossy(&recv_data(&mut keeper).await.payload).into_owned());
+    }
+    let want: Vec<String> = (0..20)
+        .map(|i| format!("before-{i}"))
+        .chain((0..60).map(|i| format!("after-{i}")))
+        .collect();
+    assert_eq!(got, want);
 }

@@ -31,5 +31,6 @@ pub use events::{ClusterEvent, Kind as EventKind};
 pub use failover::Events;
 pub use handshake::Secret;
 pub use node::{Node, NodeStatus, Settings, StartError, Status};
+pub use persistence::SnapshotFigures;
 pub use tls::{Tls, TlsFiles, SERVER_NAME as TLS_SERVER_NAME};
 pub use types::NodeInfo;

@@ -177,6 +177,9 @@ pub struct Status {
     /// Failovers and recoveries seen by this node since it started.
     #[serde(default)]
     pub events: Events,
+    /// The snapshots this node built since it started: how many, and what the last cost.
+    #[serde(default)]
+    pub snapshot: persistence::SnapshotFigures,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -625,6 +628,33 @@ impl Node {
             nodes,
             down: self.down.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             events: self.counters.snapshot(),
+            snapshot: self.sm.snapshot_figures(),
+        }
+    }
+
+    /// Builds a snapshot of this node's state now and waits until it is stored (or
+    /// `timeout` passes); the log up to it can then be purged. An operator's tool (before
+    /// a backup) and the benches'.
+    pub async fn snapshot_now(
+        &self,
+        timeout: Duration,
+    ) -> Result<persistence::SnapshotFigures, String> {
+        let before = self.sm.snapshot_figures().builds;
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let figures = self.sm.snapshot_figures();
+            if figures.builds > before {
+                return Ok(figures);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no snapshot stored within {timeout:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

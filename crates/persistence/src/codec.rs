@@ -7,6 +7,14 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, bincode::error::Enc
     bincode::serde::encode_to_vec(v, bincode::config::standard())
 }
 
+/// Appends the encoding of `v` to `out`: no copy of a large value after the fact.
+pub(crate) fn encode_onto<T: Serialize>(
+    out: &mut Vec<u8>,
+    v: &T,
+) -> Result<(), bincode::error::EncodeError> {
+    bincode::serde::encode_into_std_write(v, out, bincode::config::standard()).map(drop)
+}
+
 /// Decodes a whole value; trailing bytes are treated as corruption.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let (v, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())

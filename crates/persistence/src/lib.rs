@@ -53,7 +53,9 @@ use openraft::RaftTypeConfig;
 use disk::Disk;
 
 pub use log_store::LogStore;
-pub use state_machine::{Apply, SnapshotBuilder, StateMachineStore, SNAPSHOT_FORMAT_VERSION};
+pub use state_machine::{
+    Apply, SnapshotBuilder, SnapshotFigures, StateMachineStore, SNAPSHOT_FORMAT_VERSION,
+};
 
 /// sled page-cache size; sled's default (1 GiB) is far more than we want.
 pub const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;

@@ -15,13 +15,17 @@
 //! Concurrency (openraft builds snapshots in a spawned task while `apply` continues):
 //! [`RaftStateMachine::get_snapshot_builder`] takes an owned read guard on the state and
 //! keeps it in the builder; `apply` and `install_snapshot` take the write side, so a
-//! snapshot never observes a half-applied batch and no entry is applied while one is built.
+//! snapshot never observes a half-applied batch. The guard is held only while the state
+//! is encoded (on a blocking thread), not while the bytes are written and fsynced: applies,
+//! and with them every commit's answer, wait for the encoding alone. Writes of snapshots
+//! are ordered by `Trees::written`: one at a time, and a build that finishes after a newer
+//! snapshot was installed does not overwrite it.
 
 use std::fmt::Debug;
 use std::io::Cursor;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -29,9 +33,10 @@ use openraft::{
     StorageError, StorageIOError, StoredMembership,
 };
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionResult, Transactional};
-use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+use tokio::sync::{Mutex as AsyncMutex, OwnedRwLockReadGuard, RwLock};
 
 use crate::codec::{self, Msg};
 use crate::disk::Disk;
@@ -81,37 +86,67 @@ pub(crate) enum LoadError {
     Corrupt(String),
 }
 
+/// What this node's snapshots cost: for operators (`/cluster`) and the benches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotFigures {
+    /// Snapshots built here since the process started (installed ones not counted).
+    pub builds: u64,
+    /// Wall time of the last build: encoding, write and fsync.
+    pub last_build_ms: f64,
+    /// How long the last build held applies off (the encoding).
+    pub last_hold_ms: f64,
+    /// Size of the last snapshot built here.
+    pub last_bytes: u64,
+}
+
 #[derive(Clone)]
 struct Trees {
     disk: Arc<Disk>,
     sm_meta: sled::Tree,
     snapshot: sled::Tree,
+    /// The last log index of the snapshot written last, held across each write.
+    written: Arc<AsyncMutex<Option<u64>>>,
+    figures: Arc<Mutex<SnapshotFigures>>,
 }
 
 impl Trees {
-    /// Stores the snapshot and its applied point atomically, then fsyncs.
+    /// Stores the snapshot and its applied point atomically, then fsyncs; unless a
+    /// snapshot of a later point was written meanwhile (a build that lost the race with
+    /// an install), which it leaves in place.
     async fn persist<C: RaftTypeConfig>(
         &self,
         meta: &SnapshotMeta<C::NodeId, C::Node>,
         data: &[u8],
     ) -> Result<(), StorageIOError<C::NodeId>> {
+        let mut written = self.written.lock().await;
+        let index = meta.last_log_id.as_ref().map(|l| l.index);
+        if *written > index {
+            return Ok(());
+        }
         let sig = Some(meta.signature());
         let wr = |e: String| StorageIOError::write_snapshot(sig.clone(), &Msg(e));
         let current = codec::encode(&(meta, data)).map_err(|e| wr(e.to_string()))?;
         let last = codec::encode(&meta.last_log_id).map_err(|e| wr(e.to_string()))?;
         let membership = codec::encode(&meta.last_membership).map_err(|e| wr(e.to_string()))?;
-        (&self.snapshot, &self.sm_meta)
-            .transaction(|(s, m)| -> ConflictableTransactionResult<(), ()> {
+        // A snapshot can be hundreds of megabytes: sled copies it on a blocking thread,
+        // not on one of the runtime's workers.
+        let trees = (self.snapshot.clone(), self.sm_meta.clone());
+        tokio::task::spawn_blocking(move || {
+            (&trees.0, &trees.1).transaction(|(s, m)| -> ConflictableTransactionResult<(), ()> {
                 s.insert(KEY_CURRENT, current.as_slice())?;
                 m.insert(KEY_LAST_APPLIED, last.as_slice())?;
                 m.insert(KEY_MEMBERSHIP, membership.as_slice())?;
                 Ok(())
             })
-            .map_err(|e| wr(format!("{e:?}")))?;
+        })
+        .await
+        .map_err(|e| wr(e.to_string()))?
+        .map_err(|e| wr(format!("{e:?}")))?;
         self.disk
             .flush()
             .await
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        *written = index;
         Ok(())
     }
 
@@ -189,14 +224,18 @@ where
 {
     pub(crate) fn load(disk: &Arc<Disk>) -> Result<Self, LoadError> {
         let db = disk.db();
-        let trees = Trees {
+        let mut trees = Trees {
             disk: disk.clone(),
             sm_meta: db.open_tree(SM_META_TREE).map_err(LoadError::Sled)?,
             snapshot: db.open_tree(SNAPSHOT_TREE).map_err(LoadError::Sled)?,
+            written: Arc::default(),
+            figures: Arc::default(),
         };
         let state = match trees.current::<C>()? {
             None => SmState::default(),
             Some((meta, bytes)) => {
+                trees.written =
+                    Arc::new(AsyncMutex::new(meta.last_log_id.as_ref().map(|l| l.index)));
                 let state = decode_snapshot::<C, A>(&meta, &bytes)
                     .map_err(|e| LoadError::Corrupt(format!("snapshot/current: {e}")))?;
                 let recorded: Option<Option<LogId<C::NodeId>>> =
@@ -230,6 +269,11 @@ where
         f(&mut self.state.write().await.app)
     }
 
+    /// What the snapshots built here cost.
+    pub fn snapshot_figures(&self) -> SnapshotFigures {
+        *self.trees.figures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Runs `f` on the current application state (for local, possibly stale, reads).
     pub async fn read<T>(&self, f: impl FnOnce(&A) -> T) -> T {
         f(&self.state.read().await.app)
@@ -239,9 +283,9 @@ where
 /// Builds a snapshot of the state as of [`RaftStateMachine::get_snapshot_builder`].
 pub struct SnapshotBuilder<C: RaftTypeConfig, A> {
     trees: Trees,
-    guard: OwnedRwLockReadGuard<SmState<C, A>>,
+    /// Taken by the build, which lets go of it once the state is encoded.
+    guard: Option<OwnedRwLockReadGuard<SmState<C, A>>>,
     seq: u64,
-    _c: PhantomData<C>,
 }
 
 impl<C, A> RaftSnapshotBuilder<C> for SnapshotBuilder<C, A>
@@ -250,21 +294,40 @@ where
     A: Apply<C>,
 {
     async fn build_snapshot(&mut self) -> SResult<Snapshot<C>, C> {
-        let st = &*self.guard;
-        let mut data = vec![SNAPSHOT_FORMAT_VERSION];
-        let body = codec::encode(&(&st.last_applied, &st.membership, &st.app))
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        data.extend_from_slice(&body);
-        let snapshot_id = match &st.last_applied {
+        let started = Instant::now();
+        let guard = self.guard.take().ok_or_else(|| {
+            StorageIOError::write_snapshot(None, &Msg("snapshot builder used twice".into()))
+        })?;
+        // Encoding a large state takes a core for a while: on a blocking thread, so that
+        // the runtime's workers go on serving clients meanwhile.
+        let encoded = tokio::task::spawn_blocking(move || {
+            let st = &*guard;
+            let mut data = vec![SNAPSHOT_FORMAT_VERSION];
+            codec::encode_onto(&mut data, &(&st.last_applied, &st.membership, &st.app))
+                .map(|()| (data, st.last_applied.clone(), st.membership.clone()))
+            // The guard goes here: applies resume while the bytes are written.
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &Msg(e.to_string())))?;
+        let (data, last_applied, membership) =
+            encoded.map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let held = started.elapsed();
+        let snapshot_id = match &last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.seq),
             None => format!("none-{}", self.seq),
         };
         let meta = SnapshotMeta {
-            last_log_id: st.last_applied.clone(),
-            last_membership: st.membership.clone(),
+            last_log_id: last_applied,
+            last_membership: membership,
             snapshot_id,
         };
         self.trees.persist::<C>(&meta, &data).await?;
+        let mut figures = self.trees.figures.lock().unwrap_or_else(|e| e.into_inner());
+        figures.builds += 1;
+        figures.last_build_ms = started.elapsed().as_secs_f64() * 1e3;
+        figures.last_hold_ms = held.as_secs_f64() * 1e3;
+        figures.last_bytes = data.len() as u64;
+        drop(figures);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -318,9 +381,8 @@ where
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             trees: self.trees.clone(),
-            guard: self.state.clone().read_owned().await,
+            guard: Some(self.state.clone().read_owned().await),
             seq: self.snapshot_seq.fetch_add(1, Ordering::Relaxed),
-            _c: PhantomData,
         }
     }
 

@@ -325,6 +325,12 @@ pub enum ClusterAction {
         #[command(flatten)]
         node: NodeEndpoint,
     },
+    /// Build a snapshot of the asked node's state now (e.g. before a backup of its data
+    /// directory) and print what it cost.
+    Snapshot {
+        #[command(flatten)]
+        node: NodeEndpoint,
+    },
 }
 
 impl ClusterAction {
@@ -332,6 +338,7 @@ impl ClusterAction {
         match self {
             ClusterAction::Status { node, .. }
             | ClusterAction::Leave { node }
+            | ClusterAction::Snapshot { node }
             | ClusterAction::Remove { node, .. } => node,
         }
     }
@@ -344,7 +351,7 @@ pub struct NodeEndpoint {
     #[arg(long = "http", value_name = "HOST:PORT", default_value = "127.0.0.1:8080",
           value_parser = parse_host_port)]
     pub http: String,
-    /// File holding the node's admin token, sent with leave and remove (the node's
+    /// File holding the node's admin token, sent with leave, remove and snapshot (the node's
     /// --admin-token-file); RAFTMQ_ADMIN_TOKEN may hold the token itself instead.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,

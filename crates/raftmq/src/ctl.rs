@@ -1,4 +1,4 @@
-//! `raftmq cluster status|leave|remove`: asks a running node through its HTTP API (see
+//! `raftmq cluster status|leave|remove|snapshot`: asks a running node through its HTTP API (see
 //! `http`) and prints the answer for a person, or one error line and exit status 1.
 
 use std::process::ExitCode;
@@ -45,6 +45,15 @@ fn execute(action: &ClusterAction) -> Result<String, String> {
         ClusterAction::Leave { .. } => {
             request(node, "POST", "/cluster/leave", token()?)?;
             Ok(format!("node at {node} left the cluster\n"))
+        }
+        ClusterAction::Snapshot { .. } => {
+            let body = request(node, "POST", "/cluster/snapshot", token()?)?;
+            let f: cluster::SnapshotFigures = serde_json::from_str(&body)
+                .map_err(|e| format!("node at {node} sent an unreadable answer: {e}"))?;
+            Ok(format!(
+                "node at {node} stored a snapshot of {} bytes in {:.0} ms (applies held {:.0} ms)\n",
+                f.last_bytes, f.last_build_ms, f.last_hold_ms
+            ))
         }
         ClusterAction::Remove { id, .. } => {
             let path = format!("/cluster/remove/{id}");
@@ -248,7 +257,24 @@ id  role     cluster_addr    mqtt_addr       http_addr
         ]))
         .unwrap();
         assert!(removed.starts_with("node 2 removed"), "{removed}");
-        assert_eq!(*server.control.calls.lock().unwrap(), ["leave", "remove 2"]);
+        let snapshot = execute(&action(&[
+            "snapshot",
+            "--http",
+            &http,
+            "--admin-token-file",
+            token,
+        ]))
+        .unwrap();
+        assert_eq!(
+            snapshot,
+            format!(
+                "node at {http} stored a snapshot of 4096 bytes in 12 ms (applies held 3 ms)\n"
+            )
+        );
+        assert_eq!(
+            *server.control.calls.lock().unwrap(),
+            ["leave", "remove 2", "snapshot"]
+        );
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //! - `GET /events[?since=SEQ]`: the cluster events this node recorded, oldest first
 //!   ([`Control::events`]);
 //! - `POST /cluster/leave`, `POST /cluster/remove/{id}`: membership changes, answered
-//!   `{"ok":true}` or `{"error":"…"}` with 500, or 503 while the node is not ready.
+//!   `{"ok":true}` or `{"error":"…"}` with 500, or 503 while the node is not ready;
+//! - `POST /cluster/snapshot`: builds a snapshot of this node's state now, answered once
+//!   it is stored with what it cost (`{"builds":…,"last_build_ms":…,"last_hold_ms":…,
+//!   "last_bytes":…}`); the log up to it can then be purged.
 //!
 //! Every POST needs `Authorization: Bearer <admin token>` (`--admin-token-file`),
 //! compared in constant time: 401 without it or with another token, 403 for all when
@@ -36,6 +39,9 @@ use serde_json::{json, Value};
 /// A membership change in progress; boxed so that `Control` stays object-safe.
 pub type Change = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
+/// An admin action in progress that answers with a JSON body.
+pub type Reply = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
+
 /// What the HTTP API asks of the node.
 pub trait Control: Send + Sync + 'static {
     /// The cluster status JSON (schema: `cluster::Status`).
@@ -49,6 +55,9 @@ pub trait Control: Send + Sync + 'static {
     fn leave(&self) -> Change;
     /// Takes node `id` out of the cluster.
     fn remove(&self, id: u64) -> Change;
+    /// Builds a snapshot of this node's state now; answers with what it cost
+    /// (`persistence::SnapshotFigures`) once it is stored.
+    fn snapshot(&self) -> Reply;
     /// This node's own figures: id, role, readiness, clients, sessions, counters,
     /// queued messages, disk (`GET /node`).
     fn node(&self) -> Value;
@@ -82,6 +91,7 @@ fn router(control: Arc<dyn Control>, token: Option<cluster::Secret>) -> Router {
     let admin = Router::new()
         .route("/cluster/leave", post(leave))
         .route("/cluster/remove/{id}", post(remove))
+        .route("/cluster/snapshot", post(snapshot))
         .route_layer(middleware::from_fn_with_state(Arc::new(token), authorize));
     Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -174,6 +184,13 @@ async fn remove(State(control): Node, Path(id): Path<u64>) -> Response {
     outcome(&*control, result)
 }
 
+async fn snapshot(State(control): Node) -> Response {
+    match control.snapshot().await {
+        Ok(figures) => Json(figures).into_response(),
+        Err(error) => outcome(&*control, Err(error)),
+    }
+}
+
 /// A failure while the node has no leader or lags is likely to pass: 503 tells the
 /// caller to retry (or ask another node); any other failure is a plain 500.
 fn outcome(control: &dyn Control, result: Result<(), String>) -> Response {
@@ -202,7 +219,7 @@ pub(crate) mod fake {
     use serde_json::{json, Value};
     use tokio::sync::oneshot;
 
-    use super::{Change, Control};
+    use super::{Change, Control, Reply};
 
     /// The admin token of [`Server::start`].
     pub const TOKEN: &str = "fake-admin-token-0123456789";
@@ -276,6 +293,16 @@ pub(crate) mod fake {
                 None => Ok(()),
             };
             Box::pin(async move { result })
+        }
+
+        fn snapshot(&self) -> Reply {
+            self.calls.lock().unwrap().push("snapshot".into());
+            Box::pin(async {
+                Ok(
+                    json!({"builds": 1, "last_build_ms": 12.5, "last_hold_ms": 3.0,
+                          "last_bytes": 4096}),
+                )
+            })
         }
 
         fn remove(&self, id: u64) -> Change {

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::config::{Secrets, Settings};
-use crate::http::{Change, Control};
+use crate::http::{Change, Control, Reply};
 use crate::metrics::Exporter;
 use crate::{fail, on_hangup, shutdown_signal, EXIT_FAILURE};
 
@@ -273,6 +273,9 @@ fn hostname() -> String {
         .unwrap_or_else(|| "127.0.0.1".to_string())
 }
 
+/// Bound on `POST /cluster/snapshot`'s wait for the snapshot to be stored.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The HTTP API's view of the node.
 struct NodeControl {
     node: Arc<Node>,
@@ -303,6 +306,14 @@ impl Control for NodeControl {
     fn remove(&self, id: u64) -> Change {
         let node = self.node.clone();
         Box::pin(async move { node.remove(id).await })
+    }
+
+    fn snapshot(&self) -> Reply {
+        let node = self.node.clone();
+        Box::pin(async move {
+            let figures = node.snapshot_now(SNAPSHOT_TIMEOUT).await?;
+            serde_json::to_value(figures).map_err(|e| e.to_string())
+        })
     }
 
     fn node(&self) -> Value {
