@@ -17,6 +17,15 @@
 # per run by scripts/test-certs.sh; rumqttd is not set up for TLS and is recorded as
 # skipped. tls-idle: 5,000 idle TLS clients opened 50 at a time, RSS per connection.
 #
+# Scenarios beyond the loadgen's own: idle-max is idle at the machine's limit (19,000
+# clients: the hard limit is 20,000 open files per process); latency-3n,
+# latency-durable-3n and durable-3n run latency, latency-durable and durable with raftmq
+# as a three-node cluster on loopback (the clients spread over the nodes: the publisher
+# on node 1, its subscriber on node 2), beside the peers on one node, as they do not
+# replicate. The default list is the loadgen's throughput scenarios, the latency and
+# connection scenarios on one node, and the three-node ones; a full run takes about an
+# hour here.
+#
 # LOADGEN=/path/to/loadgen uses that binary instead of building one (testing the script).
 set -euo pipefail
 
@@ -26,17 +35,18 @@ CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
 
 rounds=3
 duration=10
-scenarios="qos0 qos1 fanout fanin fanin-shared latency overload connections"
+scenarios="qos0 qos1 durable fanout fanin fanin-shared latency latency-durable overload connections idle idle-max latency-3n latency-durable-3n durable-3n"
 brokers="raftmq mosquitto rumqttd"
 out=""
 
 # Every wait is bounded, so a hung broker or loadgen costs minutes, never the whole run.
 START_TIMEOUT=15   # s for a broker to accept TCP
+READY_TIMEOUT=60   # s for every node of a three-node raftmq to answer /ready
 STOP_TIMEOUT=10    # s between SIGTERM and SIGKILL
 BUILD_TIMEOUT=3600 # s for a cargo build or install
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -144,8 +154,14 @@ EOF
 # --- brokers -------------------------------------------------------------------------------
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/raftmq-compare.XXXXXX")
-BROKER_PID=""
+BROKER_PID=""   # the broker, or node 1 of a three-node raftmq
+NODE_PIDS=()    # nodes 2 and 3 of a three-node raftmq
+BROKER_ADDRS=() # the MQTT addresses the loadgen spreads its clients over
 LOADGEN_PID=""
+
+case " $scenarios " in *"-3n "*)
+    command -v curl >/dev/null || { echo "compare.sh: the -3n scenarios need curl (/ready probes)" >&2; exit 1; }
+esac
 
 cleanup() {
     if [ -n "$LOADGEN_PID" ]; then
@@ -156,6 +172,7 @@ cleanup() {
         kill -KILL -- "-$LOADGEN_PID" 2>/dev/null || true
     fi
     [ -z "$BROKER_PID" ] || kill -KILL "$BROKER_PID" 2>/dev/null || true
+    [ ${#NODE_PIDS[@]} -eq 0 ] || kill -KILL "${NODE_PIDS[@]}" 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -244,6 +261,60 @@ start_broker() { # name port log tls|plain [TCP port of raftmq over TLS]
     BROKER_PID=$!
 }
 
+# raftmq as three nodes on 127.0.0.1: node 1's MQTT on `port`, the rest on free ports;
+# nodes 2 and 3 join node 1. Returns once every node answers /ready (a member, a leader
+# known, caught up), or fails after READY_TIMEOUT.
+start_raftmq_cluster() { # port log
+    local port=$1 blog=$2 i mqtt cport hport join="" taken=" $1 "
+    local http=()
+    pick() { # a free port not in `taken` (the caller adds it: this runs in a subshell)
+        local p _
+        for _ in $(seq 1 20); do
+            p=$(free_port) || return 1
+            case $taken in *" $p "*) continue ;; esac
+            echo "$p"
+            return 0
+        done
+        return 1
+    }
+    BROKER_ADDRS=()
+    for i in 1 2 3; do
+        mqtt=$port
+        if [ "$i" -ne 1 ]; then mqtt=$(pick) && taken+="$mqtt " || return 1; fi
+        cport=$(pick) && taken+="$cport " || return 1
+        hport=$(pick) && taken+="$hport " || return 1
+        local args=(--node-id "$i" --mqtt-addr "127.0.0.1:$mqtt" --cluster-addr "127.0.0.1:$cport"
+            --http-addr "127.0.0.1:$hport" --data-dir "$WORK/raftmq-3n-$port-$i" --max-connections 20000)
+        [ -z "$join" ] || args+=(--join "$join")
+        (cd "$WORK" && RAFTMQ_CLUSTER_SECRET=compare-cluster-secret-0123456789 exec "$RAFTMQ" "${args[@]}") \
+            >"$blog.node$i" 2>&1 &
+        if [ "$i" -eq 1 ]; then
+            BROKER_PID=$!
+            join=127.0.0.1:$cport
+        else
+            NODE_PIDS+=($!)
+        fi
+        BROKER_ADDRS+=("127.0.0.1:$mqtt")
+        http+=("127.0.0.1:$hport")
+        # Node 1 first forms its cluster of one; the others join it.
+        [ "$i" -ne 1 ] || node_ready "${http[0]}" || return 1
+    done
+    local h
+    for h in "${http[@]}"; do node_ready "$h" || return 1; done
+}
+
+node_ready() { # http-address
+    local deadline=$((SECONDS + READY_TIMEOUT)) pid
+    while [ $SECONDS -lt $deadline ]; do
+        for pid in "$BROKER_PID" "${NODE_PIDS[@]}"; do
+            kill -0 "$pid" 2>/dev/null || return 1
+        done
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$1/ready" || true)" != 200 ] || return 0
+        sleep 0.2
+    done
+    return 1
+}
+
 wait_ready() { # port
     local deadline=$((SECONDS + START_TIMEOUT))
     while [ $SECONDS -lt $deadline ]; do
@@ -256,18 +327,21 @@ wait_ready() { # port
 
 stop_broker() {
     [ -n "$BROKER_PID" ] || return 0
-    kill -TERM "$BROKER_PID" 2>/dev/null || true
-    local i
+    local pids=("$BROKER_PID" "${NODE_PIDS[@]}") i pid
+    kill -TERM "${pids[@]}" 2>/dev/null || true
     for i in $(seq 1 $((STOP_TIMEOUT * 10))); do
-        kill -0 "$BROKER_PID" 2>/dev/null || break
+        kill -0 "${pids[@]}" 2>/dev/null || break
         sleep 0.1
     done
-    if kill -0 "$BROKER_PID" 2>/dev/null; then
-        log "$1 ignored SIGTERM for ${STOP_TIMEOUT}s: SIGKILL"
-        kill -KILL "$BROKER_PID" 2>/dev/null || true
-    fi
-    wait "$BROKER_PID" 2>/dev/null || true
+    for pid in "${pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$1 (pid $pid) ignored SIGTERM for ${STOP_TIMEOUT}s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
     BROKER_PID=""
+    NODE_PIDS=()
 }
 
 record_error() { # scenario broker round message
@@ -281,7 +355,15 @@ record_error() { # scenario broker round message
 run_one() { # round scenario broker
     local round=$1 scenario=$2 broker=$3 port blog="$WORK/broker.log"
     local stdout="$WORK/loadgen.out" stderr="$WORK/loadgen.err" rc=0 line
-    local tls=plain plain_port="" loadgen_scenario=$scenario loadgen_tls=()
+    local tls=plain plain_port="" loadgen_scenario=$scenario loadgen_tls=() nodes=1 extra=()
+    case $scenario in
+        *-3n)
+            loadgen_scenario=${scenario%-3n}
+            [ "$broker" != raftmq ] || nodes=3
+            ;;
+        # 19,000 and the loadgen's own descriptors stay under the 20,000 hard limit.
+        idle-max) loadgen_scenario=idle extra=(--connections 19000) ;;
+    esac
     if [[ $scenario == tls-* ]]; then
         tls=tls
         loadgen_scenario=${scenario#tls-}
@@ -295,7 +377,18 @@ run_one() { # round scenario broker
         record_error "$scenario" "$broker" "$round" "no free port"
         return
     fi
-    start_broker "$broker" "$port" "$blog" "$tls" "$plain_port"
+    if [ "$nodes" -eq 3 ]; then
+        if ! start_raftmq_cluster "$port" "$blog"; then
+            record_error "$scenario" "$broker" "$round" \
+                "three nodes not ready within ${READY_TIMEOUT}s: $(tail -q -n 2 "$blog".node* | tr '\n' ' ')"
+            stop_broker "$broker"
+            return
+        fi
+        blog=$blog.node1
+    else
+        BROKER_ADDRS=("127.0.0.1:$port")
+        start_broker "$broker" "$port" "$blog" "$tls" "$plain_port"
+    fi
     if ! wait_ready "$port"; then
         local why="did not accept TCP within ${START_TIMEOUT}s"
         kill -0 "$BROKER_PID" 2>/dev/null || why="exited at start"
@@ -308,17 +401,21 @@ run_one() { # round scenario broker
     # The loadgen bounds its own run; this bounds a loadgen that hangs anyway.
     local limit
     limit=$(awk -v d="$duration" 'BEGIN { printf "%d", d * 3 + 120 }')
-    timeout -k 10 "$limit" "$LOADGEN" "$loadgen_scenario" --broker "127.0.0.1:$port" \
+    local addrs=() a
+    for a in "${BROKER_ADDRS[@]}"; do addrs+=(--broker "$a"); done
+    timeout -k 10 "$limit" "$LOADGEN" "$loadgen_scenario" "${addrs[@]}" --name "$scenario" \
         --label "$broker" --broker-pid "$BROKER_PID" --duration "$duration" "${loadgen_tls[@]}" \
-        >"$stdout" 2>"$stderr" &
+        "${extra[@]}" >"$stdout" 2>"$stderr" &
     LOADGEN_PID=$!
     wait "$LOADGEN_PID" || rc=$?
     LOADGEN_PID=""
 
-    local died=""
-    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-        died="broker exited during the run: $(tail -n 2 "$blog" | tr '\n' ' ')"
-    fi
+    local died="" pid
+    for pid in "$BROKER_PID" "${NODE_PIDS[@]}"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            died="broker (pid $pid) exited during the run: $(tail -n 2 "$blog" | tr '\n' ' ')"
+        fi
+    done
     stop_broker "$broker"
     {
         echo "== round $round, $scenario, $broker (exit $rc) =="

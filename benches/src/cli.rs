@@ -25,6 +25,9 @@ pub const DEFAULT_IDLE: u32 = 5_000;
 ///   fanin         16 publishers -> 1 subscriber, QoS 0, closed loop
 ///   fanin-shared  16 publishers -> $share group of 4 subscribers, QoS 0, closed loop
 ///   latency       1 -> 1 at 5,000 msgs/s, QoS 0, end-to-end latency percentiles
+///   latency-durable
+///                 as latency with QoS 1 and a persistent subscriber (as durable): the
+///                 PUBACK latency of a message that must survive the broker
 ///   overload      4 -> 4, QoS 1, open loop; subscribers read at ~1/4 of the publish rate
 ///   connections   9,000 idle clients (needs --broker-pid), held for --duration (2 s)
 ///   idle          5,000 idle clients opened 50 at a time once the broker settled for
@@ -52,6 +55,11 @@ pub struct Cli {
     /// Name of the broker in the JSON output [default: the --broker list].
     #[arg(long, value_name = "NAME")]
     pub label: Option<String>,
+
+    /// Name of the scenario in the JSON output, e.g. latency-3n for a run against three
+    /// nodes [default: the scenario, tls-<scenario> over TLS].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 
     /// Broker process to sample VmRSS from every 100 ms (required by `connections`).
     #[arg(long, value_name = "PID")]
@@ -118,6 +126,7 @@ pub enum Scenario {
     Fanin,
     FaninShared,
     Latency,
+    LatencyDurable,
     Overload,
     Connections,
     Idle,
@@ -133,6 +142,7 @@ impl Scenario {
             Scenario::Fanin => "fanin",
             Scenario::FaninShared => "fanin-shared",
             Scenario::Latency => "latency",
+            Scenario::LatencyDurable => "latency-durable",
             Scenario::Overload => "overload",
             Scenario::Connections => "connections",
             Scenario::Idle => "idle",
@@ -176,10 +186,12 @@ impl Params {
             Fanout => (1, 100),
             Fanin => (16, 1),
             FaninShared => (16, 4),
-            Latency => (1, 1),
+            Latency | LatencyDurable => (1, 1),
             Connections | Idle => (0, 0),
         };
-        let rate = cli.rate.or((s == Latency).then_some(5_000));
+        let rate = cli
+            .rate
+            .or(matches!(s, Latency | LatencyDurable).then_some(5_000));
         let default_duration = match s {
             Connections => 2.0,
             Idle => 5.0,
@@ -188,16 +200,18 @@ impl Params {
         let tls = cli.tls_ca.is_some();
         Params {
             scenario: s,
-            name: match tls {
-                true => format!("tls-{}", s.name()),
-                false => s.name().to_string(),
+            name: match (&cli.name, tls) {
+                (Some(name), _) => name.clone(),
+                (None, true) => format!("tls-{}", s.name()),
+                (None, false) => s.name().to_string(),
             },
             tls,
             publishers: cli.publishers.unwrap_or(publishers),
             subscribers: cli.subscribers.unwrap_or(subscribers),
-            qos: cli
-                .qos
-                .unwrap_or(u8::from(matches!(s, Qos1 | Durable | Overload))),
+            qos: cli.qos.unwrap_or(u8::from(matches!(
+                s,
+                Qos1 | Durable | LatencyDurable | Overload
+            ))),
             payload: cli.payload.unwrap_or(64),
             window: cli.window.unwrap_or(250),
             inflight: cli.inflight.unwrap_or(64),
@@ -211,7 +225,7 @@ impl Params {
             },
             shared: s == FaninShared,
             slow_subscribers: s == Overload,
-            durable_subscribers: s == Durable,
+            durable_subscribers: matches!(s, Durable | LatencyDurable),
         }
     }
 }
@@ -245,6 +259,26 @@ mod tests {
             (q.publishers, q.subscribers, q.qos, q.inflight, q.window)
         );
         assert_eq!((d.qos, d.inflight, d.open_loop), (1, 64, false));
+    }
+
+    #[test]
+    fn latency_durable_is_the_latency_run_at_qos1_to_a_persistent_session() {
+        let l = params(&["latency", "--broker", "127.0.0.1:1883"]);
+        let d = params(&["latency-durable", "--broker", "127.0.0.1:1883"]);
+        assert_eq!(d.name, "latency-durable");
+        assert_eq!((d.publishers, d.subscribers, d.rate), (1, 1, Some(5_000)));
+        assert_eq!((l.rate, l.qos, d.qos), (Some(5_000), 0, 1));
+        assert!(d.durable_subscribers && !l.durable_subscribers && d.open_loop);
+        let named = params(&[
+            "latency",
+            "--broker",
+            "b:1",
+            "--broker",
+            "c:1",
+            "--name",
+            "latency-3n",
+        ]);
+        assert_eq!(named.name, "latency-3n");
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub async fn run(
         }
         _ => rss.idle(),
     };
+    let kernel_before = procfs::kernel_socket_kib();
     let (cpu0, started) = (procfs::cpu_time(), Instant::now());
     let Storm {
         clients,
@@ -75,11 +76,17 @@ pub async fn run(
 
     sleep(settle).await;
     let connected_rss = rss.now();
+    let kernel_held = procfs::kernel_socket_kib();
     let hold = Duration::from_secs_f64(params.duration_s).saturating_sub(settle);
     sleep(hold).await;
     if established > 0 {
         let grown = connected_rss.saturating_sub(baseline) as f64;
         report.rss_per_connection_kib = Some(round(grown / f64::from(established), 2));
+        if let (Some(before), Some(held)) = (kernel_before, kernel_held) {
+            let grown = held.saturating_sub(before) as f64;
+            report.kernel_socket_kib_per_connection =
+                Some(round(grown / f64::from(established), 2));
+        }
     }
     report.elapsed_s = round(started.elapsed().as_secs_f64(), 3);
     drop(clients);

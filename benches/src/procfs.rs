@@ -171,3 +171,29 @@ impl ProcSampler {
         self.thread.join().unwrap_or_default()
     }
 }
+
+/// The kernel's memory for TCP sockets, in KiB: their buffers (`mem` pages of the TCP
+/// line in /proc/net/sockstat) plus the slab objects of the sockets themselves (`TCP`,
+/// `TCPv6` and `sock_inode_cache` in /proc/slabinfo, active objects × size, where that
+/// file is readable: root only). On loopback both ends of a connection count.
+pub fn kernel_socket_kib() -> Option<u64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let tcp = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let fields: Vec<&str> = tcp.split_whitespace().collect();
+    let mem_pages: u64 = fields
+        .iter()
+        .position(|f| *f == "mem")
+        .and_then(|i| fields.get(i + 1)?.parse().ok())?;
+    let mut bytes = mem_pages * 4096;
+    if let Ok(slabs) = std::fs::read_to_string("/proc/slabinfo") {
+        for line in slabs.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if matches!(f.first(), Some(&("TCP" | "TCPv6" | "sock_inode_cache"))) {
+                let active: u64 = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let size: u64 = f.get(3).and_then(|v| v.parse().ok()).unwrap_or(0);
+                bytes += active * size;
+            }
+        }
+    }
+    Some(bytes / 1024)
+}

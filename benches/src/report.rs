@@ -33,6 +33,10 @@ pub struct Report {
     /// QoS 1/2 runs: microseconds from writing a PUBLISH to its PUBACK (PUBCOMP at
     /// QoS 2), over every acknowledged message, as the publishers saw it.
     pub ack_latency_us: Option<Latency>,
+    /// connections and idle: what the kernel holds for each connection's sockets
+    /// (buffers and socket objects, `procfs::kernel_socket_kib`; on loopback both the
+    /// client's and the broker's end), beside the broker's RSS.
+    pub kernel_socket_kib_per_connection: Option<f64>,
     /// Extra lines for the table only (stalls, disconnects, unacknowledged messages).
     #[serde(skip)]
     pub notes: Vec<String>,
@@ -108,6 +112,7 @@ impl Report {
             loadgen_cpu_pct: 0.0,
             error: None,
             ack_latency_us: None,
+            kernel_socket_kib_per_connection: None,
             notes: Vec::new(),
         }
     }
@@ -181,6 +186,9 @@ impl Report {
         if let Some(k) = self.rss_per_connection_kib {
             row("RSS per connection", format!("{k:.2} KiB"));
         }
+        if let Some(k) = self.kernel_socket_kib_per_connection {
+            row("kernel, both ends", format!("{k:.2} KiB per connection"));
+        }
         row(
             "loadgen CPU",
             format!("{:.1}% of one core", self.loadgen_cpu_pct),
@@ -220,6 +228,7 @@ mod tests {
         let json = report.json();
         let at = |key: &str| json.find(&format!("\"{key}\":")).expect(key);
         assert!(at("loadgen_cpu_pct") < at("error") && at("error") < at("ack_latency_us"));
-        assert!(json.ends_with(r#""ack_latency_us":{"p50":1,"p99":2,"p999":3,"max":4}}"#));
+        assert!(at("ack_latency_us") < at("kernel_socket_kib_per_connection"));
+        assert!(json.ends_with(r#""kernel_socket_kib_per_connection":null}"#));
     }
 }

@@ -31,6 +31,8 @@ pub struct Run {
     pub rss_per_connection_kib: Option<f64>,
     pub loadgen_cpu_pct: Option<f64>,
     pub error: Option<String>,
+    pub ack_latency_us: Option<Latency>,
+    pub kernel_socket_kib_per_connection: Option<f64>,
 }
 
 impl Run {

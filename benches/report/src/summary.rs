@@ -12,16 +12,23 @@ use crate::stats::{median, ratio};
 pub const REFERENCE: &str = "raftmq";
 
 /// The order the loadgen's scenarios are usually run in; others follow as first seen.
-const SCENARIO_ORDER: [&str; 13] = [
+const SCENARIO_ORDER: [&str; 20] = [
     "qos0",
     "qos1",
+    "durable",
     "fanout",
     "fanin",
     "fanin-shared",
     "latency",
+    "latency-durable",
     "overload",
     "connections",
     "idle",
+    "idle-max",
+    "latency-3n",
+    "latency-durable-3n",
+    "durable-3n",
+    "connections-3n",
     "tls-qos0",
     "tls-qos1",
     "tls-connections",
@@ -35,6 +42,7 @@ pub enum Better {
 }
 
 /// A headline figure of a scenario: how to read it from a run and how to print it.
+#[derive(Clone, Copy)]
 pub struct Figure {
     pub key: &'static str,
     pub label: &'static str,
@@ -88,6 +96,46 @@ const LATENCY: [Figure; 4] = [
     },
 ];
 
+/// `latency-durable`: the PUBACK first (the publisher's wait for durability), then the
+/// end-to-end latency.
+const LATENCY_DURABLE: [Figure; 4] = [
+    Figure {
+        key: "ack_p50_us",
+        label: "PUBACK p50 µs",
+        better: Better::Lower,
+        get: |r| r.ack_latency_us.as_ref()?.p50,
+        fmt: fmt_int,
+    },
+    Figure {
+        key: "ack_p99_us",
+        label: "PUBACK p99 µs",
+        better: Better::Lower,
+        get: |r| r.ack_latency_us.as_ref()?.p99,
+        fmt: fmt_int,
+    },
+    LATENCY[0],
+    LATENCY[1],
+];
+
+/// `durable`: deliveries, and the PUBACK's wait.
+const DURABLE: [Figure; 3] = [
+    DELIVERIES,
+    Figure {
+        key: "ack_p50_us",
+        label: "PUBACK p50 µs",
+        better: Better::Lower,
+        get: |r| r.ack_latency_us.as_ref()?.p50,
+        fmt: fmt_int,
+    },
+    Figure {
+        key: "ack_p99_us",
+        label: "PUBACK p99 µs",
+        better: Better::Lower,
+        get: |r| r.ack_latency_us.as_ref()?.p99,
+        fmt: fmt_int,
+    },
+];
+
 const CONNECTIONS: [Figure; 3] = [
     Figure {
         key: "connects_per_sec",
@@ -132,12 +180,19 @@ const OVERLOAD: [Figure; 3] = [
 
 /// `idle`: the memory an idle connection holds is the headline, connects/s a side note
 /// (the clients are opened a few at a time, not as fast as possible).
-const IDLE: [Figure; 3] = [
+const IDLE: [Figure; 4] = [
     Figure {
         key: "rss_per_connection_kib",
         label: "KiB/connection",
         better: Better::Lower,
         get: |r| r.rss_per_connection_kib,
+        fmt: fmt_1,
+    },
+    Figure {
+        key: "kernel_socket_kib_per_connection",
+        label: "kernel KiB/connection (both ends)",
+        better: Better::Lower,
+        get: |r| r.kernel_socket_kib_per_connection,
         fmt: fmt_1,
     },
     Figure {
@@ -156,12 +211,16 @@ const IDLE: [Figure; 3] = [
     },
 ];
 
-/// The figures of a scenario; a tls-<scenario> has those of <scenario>.
+/// The figures of a scenario; tls-<scenario>, <scenario>-3n (against three nodes) and
+/// idle-max (idle at the machine's limit) have those of <scenario>.
 pub fn figures_for(scenario: &str) -> &'static [Figure] {
-    match scenario.strip_prefix("tls-").unwrap_or(scenario) {
+    let base = scenario.strip_prefix("tls-").unwrap_or(scenario);
+    match base.strip_suffix("-3n").unwrap_or(base) {
         "latency" => &LATENCY,
+        "latency-durable" => &LATENCY_DURABLE,
+        "durable" => &DURABLE,
         "connections" => &CONNECTIONS,
-        "idle" => &IDLE,
+        "idle" | "idle-max" => &IDLE,
         "overload" => &OVERLOAD,
         _ => &THROUGHPUT,
     }
