@@ -23,6 +23,7 @@ pub mod procfs;
 pub mod publisher;
 pub mod pubsub;
 pub mod report;
+pub mod sessions;
 pub mod subscriber;
 pub mod tracker;
 

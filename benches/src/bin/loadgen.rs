@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use raftmq_benches::failover::{self, FailoverCli};
+use raftmq_benches::sessions::{self, SessionsCli};
 use raftmq_benches::{run, Cli};
 
 fn main() -> ExitCode {
@@ -16,6 +17,13 @@ fn main() -> ExitCode {
         let cli = FailoverCli::parse_from(&args[1..]);
         return block_on(async move {
             let report = failover::run(&cli).await;
+            (report.table(), report.json(), report.error.is_none())
+        });
+    }
+    if args.get(1).is_some_and(|a| a == "sessions") {
+        let cli = SessionsCli::parse_from(&args[1..]);
+        return block_on(async move {
+            let report = sessions::run(&cli).await;
             (report.table(), report.json(), report.error.is_none())
         });
     }
