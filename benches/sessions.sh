@@ -300,6 +300,14 @@ grep '^{' "$WORK/load.out" | tail -n 1 >"$OUT/snapshot-load.json" || true
 LJSON=$(cat "$OUT/snapshot-load.json")
 [ -n "$LJSON" ] || note "snapshot load: loadgen exit $rc, no result"
 [ "$rc" -eq 0 ] || note "snapshot load: loadgen exit $rc"
+# A stalled or cut load leaves latency figures that describe only what went through.
+published=$(field "$LJSON" published)
+if [ -n "$published" ] && [ "$published" -lt $((5000 * LOAD_SECS * 9 / 10)) ]; then
+    note "snapshot load: $published published of $((5000 * LOAD_SECS)) paced: its latency figures cover only what went through"
+fi
+while IFS= read -r line; do
+    note "snapshot load: $line"
+done < <({ grep -E '^ +note ' "$OUT/snapshot-load.log" || true; } | sed 's/^ *note *//')
 for i in 1 2 3; do
     json=$(status "$i")
     printf '%s\n' "$json" >"$OUT/cluster-node$i-after-snapshot.json"
