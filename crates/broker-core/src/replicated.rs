@@ -230,9 +230,35 @@ impl SessionRecord {
 
     /// The will delay of a pending will: both ends were set by one node at one moment,
     /// so no clock skew or jump is in it.
-    fn will_delay_ms(&self) -> Option<u64> {
+    pub fn will_delay_ms(&self) -> Option<u64> {
         self.will_due_ms
             .map(|due| due.saturating_sub(self.released_at_ms))
+    }
+}
+
+/// The sessions whose offline state (connected, epoch, release, will, expiry) an event
+/// may change, which is what [`State::due`] depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affects<'a> {
+    Nothing,
+    One(&'a str),
+    Every,
+}
+
+impl Event {
+    /// Which sessions' offline state applying this event may change.
+    pub fn affects(&self) -> Affects<'_> {
+        match self {
+            Event::Claim { client_id, .. }
+            | Event::Release { client_id, .. }
+            | Event::ReleaseWithWill { client_id, .. }
+            | Event::Expire { client_id, .. }
+            | Event::FireWill { client_id, .. } => Affects::One(client_id),
+            // A will's publish clears the will.
+            Event::Publish { from: Some(o), .. } if o.seq == WILL_SEQ => Affects::One(&o.client_id),
+            Event::NodeDown { .. } => Affects::Every,
+            _ => Affects::Nothing,
+        }
     }
 }
 
@@ -587,26 +613,34 @@ impl State {
     /// measures that on its own monotonic clock, never as wall-clock time minus the
     /// replicated `released_at_ms`: a wall clock that jumps an hour forward must not
     /// expire sessions or fire wills early.
+    ///
+    /// This walks every session; the failover watch asks [`State::due_of`] only of the
+    /// sessions whose time may have come.
     pub fn due(&self, offline_ms: impl Fn(&str, &SessionRecord) -> u64) -> Vec<Event> {
-        let wills = self
-            .sessions
-            .iter()
-            .filter(|(id, r)| {
-                !r.connected && r.will_delay_ms().is_some_and(|d| d <= offline_ms(id, r))
-            })
-            .map(|(id, r)| Event::FireWill {
-                client_id: id.clone(),
-                epoch: r.epoch,
-            });
-        let expired = self
-            .sessions
-            .iter()
-            .filter(|(id, r)| r.is_expired(offline_ms(id, r)))
-            .map(|(id, r)| Event::Expire {
-                client_id: id.clone(),
-                epoch: r.epoch,
-            });
+        let all = || {
+            self.sessions
+                .keys()
+                .flat_map(|id| self.due_of(id, offline_ms(id, &self.sessions[id])))
+        };
+        let wills = all().filter(|e| matches!(e, Event::FireWill { .. }));
+        let expired = all().filter(|e| matches!(e, Event::Expire { .. }));
         wills.chain(expired).collect()
+    }
+
+    /// [`State::due`] for one session, offline for `offline_ms`: its will, if due, else
+    /// its expiry, if due.
+    pub fn due_of(&self, client_id: &str, offline_ms: u64) -> Option<Event> {
+        let r = self.sessions.get(client_id)?;
+        if !r.connected && r.will_delay_ms().is_some_and(|d| d <= offline_ms) {
+            return Some(Event::FireWill {
+                client_id: client_id.to_string(),
+                epoch: r.epoch,
+            });
+        }
+        r.is_expired(offline_ms).then(|| Event::Expire {
+            client_id: client_id.to_string(),
+            epoch: r.epoch,
+        })
     }
 
     fn current(&mut self, client_id: &str, epoch: u64) -> Option<&mut SessionRecord> {

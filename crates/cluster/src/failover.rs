@@ -14,7 +14,7 @@
 //! All of it goes through Raft, so a new leader carries on where the old one stopped,
 //! and a will is published once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use crate::events::Kind;
 use crate::node::{Node, COMMIT_TIMEOUT, ELECTION};
-use crate::types::Cmd;
+use crate::types::{Cmd, Touched};
 
 /// How often the checks run.
 const TICK: Duration = Duration::from_millis(250);
@@ -239,8 +239,8 @@ pub async fn run(node: Arc<Node>) {
         }
         let dead = node
             .sm
-            .read(|app| {
-                offline.observe(&app.state);
+            .with_app_mut(|app| {
+                offline.observe(&app.state, app.touched.take());
                 app.state.down.clone()
             })
             .await;
@@ -253,7 +253,7 @@ pub async fn run(node: Arc<Node>) {
         let (due, wills) = node
             .sm
             .read(|app| {
-                let due = app.state.due(|id, _| offline.ms(id));
+                let due = offline.due(&app.state);
                 let (wills, others): (Vec<Event>, Vec<Event>) = due
                     .into_iter()
                     .partition(|e| matches!(e, Event::FireWill { .. }));
@@ -319,31 +319,105 @@ pub async fn run(node: Arc<Node>) {
 /// a tick after the event, or at this node's start for sessions already offline then
 /// (time during which no node of the cluster ran does not count).
 #[derive(Default)]
-struct OfflineSince(HashMap<String, (u64, u64, Instant)>);
+struct OfflineSince {
+    /// Per offline session: its `(epoch, released_at_ms)`, when this node saw it go
+    /// offline, and the moments its will delay and its expiry run out from then.
+    since: HashMap<String, Offline>,
+    /// Those moments, in order: `due` looks only at the sessions whose moment came.
+    deadlines: BTreeSet<(Instant, String)>,
+}
+
+struct Offline {
+    epoch: u64,
+    released_at_ms: u64,
+    since: Instant,
+    deadlines: Vec<Instant>,
+}
 
 impl OfflineSince {
-    /// Forgets the sessions that are back or gone, and notes the newly offline ones
-    /// (an offline session is one `(epoch, released_at_ms)`).
-    fn observe(&mut self, state: &State) {
-        self.0.retain(|id, (epoch, released, _)| {
-            state
-                .sessions
-                .get(id)
-                .is_some_and(|r| !r.connected && r.epoch == *epoch && r.released_at_ms == *released)
-        });
+    /// Takes in the sessions whose offline state changed (`touched`; all of them at
+    /// the first look, after a snapshot was installed or a node declared down):
+    /// forgets those that are back or gone and notes the newly offline ones (an offline
+    /// session is one `(epoch, released_at_ms)`).
+    fn observe(&mut self, state: &State, touched: Touched) {
         let now = Instant::now();
-        for (id, r) in &state.sessions {
-            if !r.connected && !self.0.contains_key(id) {
-                self.0.insert(id.clone(), (r.epoch, r.released_at_ms, now));
+        if touched.all {
+            let stale: Vec<String> = self
+                .since
+                .keys()
+                .filter(|id| !state.sessions.contains_key(*id))
+                .cloned()
+                .collect();
+            for id in stale.iter().chain(state.sessions.keys()) {
+                self.refresh(id, state, now);
+            }
+        } else {
+            for id in &touched.ids {
+                self.refresh(id, state, now);
             }
         }
     }
 
+    fn refresh(&mut self, id: &str, state: &State, now: Instant) {
+        let rec = state.sessions.get(id).filter(|r| !r.connected);
+        let old = self.since.remove(id);
+        if let Some(o) = &old {
+            for at in &o.deadlines {
+                self.deadlines.remove(&(*at, id.to_string()));
+            }
+        }
+        let Some(r) = rec else { return };
+        // Still the same offline spell: it keeps its start.
+        let since = old
+            .filter(|o| (o.epoch, o.released_at_ms) == (r.epoch, r.released_at_ms))
+            .map_or(now, |o| o.since);
+        let after = |ms: u64| since + Duration::from_millis(ms);
+        let mut deadlines = Vec::new();
+        if let Some(delay) = r.will_delay_ms() {
+            deadlines.push(after(delay));
+        }
+        if r.expiry_secs != u32::MAX {
+            deadlines.push(after(u64::from(r.expiry_secs) * 1000));
+        }
+        for at in &deadlines {
+            self.deadlines.insert((*at, id.to_string()));
+        }
+        self.since.insert(
+            id.to_string(),
+            Offline {
+                epoch: r.epoch,
+                released_at_ms: r.released_at_ms,
+                since,
+                deadlines,
+            },
+        );
+    }
+
     /// How long session `id` has been offline, as this node saw it.
     fn ms(&self, id: &str) -> u64 {
-        self.0
+        self.since
             .get(id)
-            .map_or(0, |(_, _, since)| since.elapsed().as_millis() as u64)
+            .map_or(0, |o| o.since.elapsed().as_millis() as u64)
+    }
+
+    /// The wills and expiries due now, as `State::due` would list them, looking only at
+    /// the sessions one of whose moments has come.
+    fn due(&self, state: &State) -> Vec<Event> {
+        let now = Instant::now();
+        let mut ids: Vec<&str> = self
+            .deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let (mut wills, expired): (Vec<Event>, Vec<Event>) = ids
+            .into_iter()
+            .filter_map(|id| state.due_of(id, self.ms(id)))
+            .partition(|e| matches!(e, Event::FireWill { .. }));
+        wills.extend(expired);
+        wills
     }
 }
 
@@ -464,5 +538,132 @@ async fn commit_all(node: &Arc<Node>, events: Vec<Event>) {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::App;
+    use broker_core::replicated::StoredWill;
+    use persistence::Apply;
+
+    fn claim(id: &str, expiry_secs: u32, will_delay_secs: Option<u32>) -> Event {
+        Event::Claim {
+            node: 1,
+            client_id: id.into(),
+            clean_start: false,
+            expiry_secs,
+            username: None,
+            will: will_delay_secs.map(|delay_secs| StoredWill {
+                message: StoredMessage {
+                    topic: "w".into(),
+                    payload: b"gone".as_slice().to_vec().into(),
+                    qos: 0,
+                    retain: false,
+                    properties: Default::default(),
+                    expires_at_ms: None,
+                    publisher: None,
+                },
+                delay_secs,
+            }),
+        }
+    }
+
+    fn apply(app: &mut App, events: Vec<Event>) {
+        let cmd = Cmd {
+            node: 1,
+            boot: 0,
+            seq: 0,
+            events: Arc::new(events),
+        };
+        app.apply(&cmd);
+    }
+
+    fn epoch(app: &App, id: &str) -> u64 {
+        app.state.sessions[id].epoch
+    }
+
+    fn release(app: &App, id: &str, expiry_secs: u32) -> Event {
+        Event::ReleaseWithWill {
+            client_id: id.into(),
+            epoch: epoch(app, id),
+            expiry_secs,
+            at_ms: 1_000,
+        }
+    }
+
+    /// The watch looks only at the sessions applied events touched, and finds what a
+    /// walk of every session (`State::due`, with the same offline times) finds.
+    #[test]
+    fn due_from_the_touched_sessions_matches_a_full_walk() {
+        let mut app = App::default();
+        let mut offline = OfflineSince::default();
+        apply(
+            &mut app,
+            vec![
+                claim("keep", u32::MAX, None),
+                claim("zero", 0, None),
+                claim("will", 60, Some(0)),
+            ],
+        );
+        offline.observe(&app.state, app.touched.take());
+        assert!(offline.due(&app.state).is_empty(), "all connected");
+        assert!(offline.since.is_empty());
+
+        let gone = vec![
+            release(&app, "keep", u32::MAX),
+            release(&app, "zero", 0),
+            release(&app, "will", 60),
+        ];
+        apply(&mut app, gone);
+        let touched = app.touched.take();
+        assert!(!touched.all && touched.ids.len() == 3, "{touched:?}");
+        offline.observe(&app.state, touched);
+        let due = offline.due(&app.state);
+        assert_eq!(due, app.state.due(|id, _| offline.ms(id)));
+        let (will_epoch, zero_epoch) = (epoch(&app, "will"), epoch(&app, "zero"));
+        assert_eq!(
+            due,
+            vec![
+                Event::FireWill {
+                    client_id: "will".into(),
+                    epoch: will_epoch
+                },
+                Event::Expire {
+                    client_id: "zero".into(),
+                    epoch: zero_epoch
+                },
+            ]
+        );
+        // A session with no expiry has no deadline: never looked at again.
+        assert_eq!(offline.deadlines.len(), 3, "{:?}", offline.deadlines);
+
+        // Applied, they are gone from the watch; reconnected, "keep" is too.
+        apply(&mut app, due);
+        apply(&mut app, vec![claim("keep", u32::MAX, None)]);
+        offline.observe(&app.state, app.touched.take());
+        assert!(offline.due(&app.state).is_empty());
+        assert_eq!(offline.since.keys().collect::<Vec<_>>(), ["will"]);
+        assert_eq!(
+            offline.deadlines.len(),
+            1,
+            "only the will's session's expiry"
+        );
+
+        // A node declared down: every session is looked at again.
+        apply(
+            &mut app,
+            vec![Event::NodeDown {
+                node: 1,
+                at_ms: 2_000,
+            }],
+        );
+        let touched = app.touched.take();
+        assert!(touched.all);
+        offline.observe(&app.state, touched);
+        let mut ids: Vec<&str> = offline.since.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["keep", "will"]);
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
 
-use broker_core::replicated::{Event, Outcome, State};
+use broker_core::replicated::{Affects, Event, Outcome, State};
 use broker_core::Engine;
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,57 @@ pub struct App {
     /// This node's id and run ([`Cmd::boot`]), once the engine is attached.
     #[serde(skip)]
     pub run: Option<(u64, u64)>,
+    /// Sessions whose offline state changed since the failover watch last looked.
+    #[serde(skip)]
+    pub touched: Touched,
+}
+
+/// The sessions whose offline state (see `Event::affects`) applied events changed since
+/// the failover watch took the last list, so that it looks at those only and not at
+/// every session each tick. `all` (at start, after a snapshot is installed, after a
+/// node-down, or when the list grew past [`Touched::MAX`]) says: look at every session.
+#[derive(Debug)]
+pub struct Touched {
+    pub ids: Vec<String>,
+    pub all: bool,
+}
+
+impl Default for Touched {
+    fn default() -> Self {
+        Touched {
+            ids: Vec::new(),
+            all: true,
+        }
+    }
+}
+
+impl Touched {
+    /// Past this many ids a walk of every session is as cheap, and memory stays bounded
+    /// if the watch falls behind.
+    pub const MAX: usize = 65_536;
+
+    fn note(&mut self, affects: Affects<'_>) {
+        match affects {
+            Affects::Nothing => {}
+            _ if self.all => {}
+            Affects::One(id) if self.ids.len() < Self::MAX => self.ids.push(id.to_string()),
+            Affects::One(_) | Affects::Every => {
+                self.all = true;
+                self.ids = Vec::new();
+            }
+        }
+    }
+
+    /// The list so far, leaving an empty one.
+    pub fn take(&mut self) -> Touched {
+        std::mem::replace(
+            self,
+            Touched {
+                ids: Vec::new(),
+                all: false,
+            },
+        )
+    }
 }
 
 impl persistence::Apply<TypeConfig> for App {
@@ -84,6 +135,7 @@ impl persistence::Apply<TypeConfig> for App {
             .iter()
             .map(|event| {
                 let outcome = self.state.apply(event);
+                self.touched.note(event.affects());
                 if let Some(engine) = &self.engine {
                     engine.applied(event, &outcome, &self.state);
                     // A claim this node proposed in an earlier run, applied only now
