@@ -366,8 +366,10 @@ pub enum Outcome {
 /// The replicated state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    pub sessions: BTreeMap<String, SessionRecord>,
-    pub retained: BTreeMap<String, StoredMessage>,
+    /// Persistent (structurally shared) so that a clone costs nothing: a snapshot is
+    /// taken of a clone, and applies go on meanwhile. Encoded as a map, like a BTreeMap.
+    pub sessions: imbl::OrdMap<String, SessionRecord>,
+    pub retained: imbl::OrdMap<String, StoredMessage>,
     pub last_epoch: u64,
     /// Nodes declared dead and not back yet.
     pub down: BTreeSet<NodeId>,
@@ -557,8 +559,14 @@ impl State {
                 if !self.down.insert(*node) {
                     return Outcome::Stale;
                 }
-                for rec in self.sessions.values_mut() {
-                    if rec.owner == *node && rec.connected {
+                let owned: Vec<String> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, r)| r.owner == *node && r.connected)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in &owned {
+                    if let Some(rec) = self.sessions.get_mut(id) {
                         rec.connected = false;
                         rec.released_at_ms = *at_ms;
                         rec.will_due_ms = rec

@@ -55,7 +55,8 @@ pub type LogStore = persistence::LogStore<TypeConfig>;
 pub type StateMachineStore = persistence::StateMachineStore<TypeConfig, App>;
 
 /// The replicated state plus the engine that mirrors it (not part of the data).
-#[derive(Default, Serialize, Deserialize)]
+/// A clone (for a snapshot) is cheap: the sessions are a persistent map.
+#[derive(Default, Clone, Serialize, Deserialize)]
 pub struct App {
     pub state: State,
     /// Per proposing node: the last batch applied (boot, seq) and its outcomes, which
@@ -75,7 +76,7 @@ pub struct App {
 /// the failover watch took the last list, so that it looks at those only and not at
 /// every session each tick. `all` (at start, after a snapshot is installed, after a
 /// node-down, or when the list grew past [`Touched::MAX`]) says: look at every session.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Touched {
     pub ids: Vec<String>,
     pub all: bool,

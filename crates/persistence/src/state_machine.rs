@@ -13,19 +13,19 @@
 //! Responses: blank and membership entries get `C::R::default()`.
 //!
 //! Concurrency (openraft builds snapshots in a spawned task while `apply` continues):
-//! [`RaftStateMachine::get_snapshot_builder`] takes an owned read guard on the state and
-//! keeps it in the builder; `apply` and `install_snapshot` take the write side, so a
-//! snapshot never observes a half-applied batch. The guard is held only while the state
-//! is encoded (on a blocking thread), not while the bytes are written and fsynced: applies,
-//! and with them every commit's answer, wait for the encoding alone. Writes of snapshots
-//! are ordered by `Trees::written`: one at a time, and a build that finishes after a newer
-//! snapshot was installed does not overwrite it.
+//! [`RaftStateMachine::get_snapshot_builder`] clones the state under a read lock;
+//! `apply` and `install_snapshot` take the write side, so a snapshot never observes a
+//! half-applied batch. The application state should clone cheaply (persistent maps):
+//! applies wait for the clone alone, not for the encoding (on a blocking thread) nor for
+//! the write and fsync. Writes of snapshots are ordered by `Trees::written`: one at a
+//! time, and a build that finishes after a newer snapshot was installed does not
+//! overwrite it.
 
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -36,7 +36,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionResult, Transactional};
-use tokio::sync::{Mutex as AsyncMutex, OwnedRwLockReadGuard, RwLock};
+use tokio::sync::{Mutex as AsyncMutex, RwLock};
 
 use crate::codec::{self, Msg};
 use crate::disk::Disk;
@@ -54,7 +54,7 @@ type SResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
 
 /// The application half of the state machine: deterministic, in memory, serializable.
 pub trait Apply<C: RaftTypeConfig>:
-    Default + Serialize + DeserializeOwned + Send + Sync + 'static
+    Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
 {
     /// Applies one committed command and returns its response.
     fn apply(&mut self, data: &C::D) -> C::R;
@@ -68,6 +68,16 @@ struct SmState<C: RaftTypeConfig, A> {
     last_applied: Option<LogId<C::NodeId>>,
     membership: StoredMembership<C::NodeId, C::Node>,
     app: A,
+}
+
+impl<C: RaftTypeConfig, A: Clone> Clone for SmState<C, A> {
+    fn clone(&self) -> Self {
+        Self {
+            last_applied: self.last_applied.clone(),
+            membership: self.membership.clone(),
+            app: self.app.clone(),
+        }
+    }
 }
 
 impl<C: RaftTypeConfig, A: Default> Default for SmState<C, A> {
@@ -93,7 +103,7 @@ pub struct SnapshotFigures {
     pub builds: u64,
     /// Wall time of the last build: encoding, write and fsync.
     pub last_build_ms: f64,
-    /// How long the last build held applies off (the encoding).
+    /// How long the last build held applies off (the clone of the state).
     pub last_hold_ms: f64,
     /// Size of the last snapshot built here.
     pub last_bytes: u64,
@@ -283,8 +293,10 @@ where
 /// Builds a snapshot of the state as of [`RaftStateMachine::get_snapshot_builder`].
 pub struct SnapshotBuilder<C: RaftTypeConfig, A> {
     trees: Trees,
-    /// Taken by the build, which lets go of it once the state is encoded.
-    guard: Option<OwnedRwLockReadGuard<SmState<C, A>>>,
+    /// A clone of the state, taken by the build.
+    state: Option<SmState<C, A>>,
+    /// How long applies waited for the clone.
+    held: Duration,
     seq: u64,
 }
 
@@ -295,23 +307,21 @@ where
 {
     async fn build_snapshot(&mut self) -> SResult<Snapshot<C>, C> {
         let started = Instant::now();
-        let guard = self.guard.take().ok_or_else(|| {
+        let st = self.state.take().ok_or_else(|| {
             StorageIOError::write_snapshot(None, &Msg("snapshot builder used twice".into()))
         })?;
         // Encoding a large state takes a core for a while: on a blocking thread, so that
         // the runtime's workers go on serving clients meanwhile.
         let encoded = tokio::task::spawn_blocking(move || {
-            let st = &*guard;
             let mut data = vec![SNAPSHOT_FORMAT_VERSION];
             codec::encode_onto(&mut data, &(&st.last_applied, &st.membership, &st.app))
-                .map(|()| (data, st.last_applied.clone(), st.membership.clone()))
-            // The guard goes here: applies resume while the bytes are written.
+                .map(|()| (data, st.last_applied, st.membership))
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(None, &Msg(e.to_string())))?;
         let (data, last_applied, membership) =
             encoded.map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        let held = started.elapsed();
+        let held = self.held;
         let snapshot_id = match &last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.seq),
             None => format!("none-{}", self.seq),
@@ -379,9 +389,12 @@ where
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let asked = Instant::now();
+        let state = self.state.read().await.clone();
         SnapshotBuilder {
             trees: self.trees.clone(),
-            guard: Some(self.state.clone().read_owned().await),
+            state: Some(state),
+            held: asked.elapsed(),
             seq: self.snapshot_seq.fetch_add(1, Ordering::Relaxed),
         }
     }

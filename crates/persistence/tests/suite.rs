@@ -32,7 +32,7 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Kv(BTreeMap<String, String>);
 
 impl Apply<TestConfig> for Kv {
