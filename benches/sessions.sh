@@ -81,6 +81,21 @@ export RAFTMQ_ADMIN_TOKEN=${RAFTMQ_ADMIN_TOKEN:-bench-admin-token-0123456789}
 # One INFO line per client connect and disconnect would be hundreds of MB: keep the rest.
 export RUST_LOG=${RUST_LOG:-info,broker_core::connection=warn}
 
+# Each session is one short connection, and the kernel's connection tracking keeps an
+# entry for each for 120 s after it closes: at its default 262,144 entries the table
+# fills after about 260,000 sessions and the kernel drops new SYNs ("nf_conntrack: table
+# full" in dmesg), which then caps creation at about 2,200/s whatever the broker does.
+# Raised for the run when we may (root), put back on exit.
+CONNTRACK_MAX=/proc/sys/net/netfilter/nf_conntrack_max
+CONNTRACK_WAS=""
+if [ -w "$CONNTRACK_MAX" ] && [ "$(cat "$CONNTRACK_MAX")" -lt 2097152 ]; then
+    CONNTRACK_WAS=$(cat "$CONNTRACK_MAX")
+    echo 2097152 >"$CONNTRACK_MAX" && log "nf_conntrack_max $CONNTRACK_WAS -> 2097152 for the run" \
+        || CONNTRACK_WAS=""
+elif [ -r "$CONNTRACK_MAX" ]; then
+    log "nf_conntrack_max is $(cat "$CONNTRACK_MAX") (not raised): more sessions than that in 120 s stall on dropped SYNs"
+fi
+
 declare -a PID=()    # PID[i]: node i's process, while it runs
 LOADGEN_PID=""       # a loadgen's timeout, while one runs
 
@@ -98,6 +113,7 @@ cleanup() {
         [ -z "$pid" ] || kill -KILL "$pid" 2>/dev/null || true
     done
     rm -rf "$WORK"
+    [ -z "$CONNTRACK_WAS" ] || echo "$CONNTRACK_WAS" >"$CONNTRACK_MAX" || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT
