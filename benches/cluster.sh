@@ -37,13 +37,9 @@ die() { log "$*"; exit 1; }
 
 command -v curl >/dev/null || die "curl is needed for the /ready probes"
 
-log "building raftmq and loadgen (release)"
-(cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release -p raftmq -p raftmq-benches)
-RAFTMQ=$TARGET/release/raftmq
-LOADGEN=$TARGET/release/loadgen
-for bin in "$RAFTMQ" "$LOADGEN"; do
-    [ -x "$bin" ] || die "$bin missing after the build"
-done
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh" # build_raftmq_and_loadgen, stop_pids
+build_raftmq_and_loadgen
 
 OUT=$ROOT/benches/results/$(date -u +%F)/cluster
 mkdir -p "$OUT"
@@ -53,8 +49,6 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/raftmq-cluster.XXXXXX")
 PIDS=()        # nodes running now
 LOADGEN_PID="" # the loadgen's timeout, while one runs
 
-# shellcheck source=benches/lib.sh
-source "$ROOT/benches/lib.sh" # stop_pids
 
 cleanup() {
     if [ -n "$LOADGEN_PID" ]; then

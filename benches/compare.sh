@@ -153,6 +153,9 @@ EOF
 
 # --- brokers -------------------------------------------------------------------------------
 
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh" # stop_pids
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/raftmq-compare.XXXXXX")
 BROKER_PID=""   # the broker, or node 1 of a three-node raftmq
 NODE_PIDS=()    # nodes 2 and 3 of a three-node raftmq
@@ -327,19 +330,7 @@ wait_ready() { # port
 
 stop_broker() {
     [ -n "$BROKER_PID" ] || return 0
-    local pids=("$BROKER_PID" "${NODE_PIDS[@]}") i pid
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    for i in $(seq 1 $((STOP_TIMEOUT * 10))); do
-        kill -0 "${pids[@]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    for pid in "${pids[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            log "$1 (pid $pid) ignored SIGTERM for ${STOP_TIMEOUT}s: SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids "$BROKER_PID" "${NODE_PIDS[@]}"
     BROKER_PID=""
     NODE_PIDS=()
 }

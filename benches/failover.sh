@@ -56,13 +56,9 @@ die() { log "$*"; exit 1; }
 
 command -v curl >/dev/null || die "curl is needed for the /ready and /cluster probes"
 
-log "building raftmq and loadgen (release)"
-(cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release -p raftmq -p raftmq-benches)
-RAFTMQ=$TARGET/release/raftmq
-LOADGEN=$TARGET/release/loadgen
-for bin in "$RAFTMQ" "$LOADGEN"; do
-    [ -x "$bin" ] || die "$bin missing after the build"
-done
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh" # build_raftmq_and_loadgen, stop_pids
+build_raftmq_and_loadgen
 
 OUT=$ROOT/benches/results/$(date -u +%F)/$name
 mkdir -p "$OUT"
@@ -72,8 +68,6 @@ PID=()             # PID[i]: node i's process, while it may run
 LOADGEN_PID=""     # the loadgen's timeout, while one runs
 STARTED=$SECONDS
 
-# shellcheck source=benches/lib.sh
-source "$ROOT/benches/lib.sh" # stop_pids
 
 stop_cluster() {
     local pids=() i

@@ -1,5 +1,16 @@
 # Shell pieces shared by the benchmark scripts (sourced, not run). The script defines
-# `log` and STOP_TIMEOUT before sourcing this.
+# `log`, `die`, ROOT, TARGET, BUILD_TIMEOUT and STOP_TIMEOUT before calling them.
+
+build_raftmq_and_loadgen() { # builds both in release; sets RAFTMQ and LOADGEN
+    log "building raftmq and loadgen (release)"
+    (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release -p raftmq -p raftmq-benches)
+    RAFTMQ=$TARGET/release/raftmq
+    LOADGEN=$TARGET/release/loadgen
+    local bin
+    for bin in "$RAFTMQ" "$LOADGEN"; do
+        [ -x "$bin" ] || die "$bin missing after the build"
+    done
+}
 
 stop_pids() { # pid...: SIGTERM, then SIGKILL whatever is left after STOP_TIMEOUT
     local pid i alive

@@ -63,13 +63,9 @@ die() { log "$*"; exit 1; }
 
 command -v curl >/dev/null || die "curl is needed for the HTTP probes"
 
-log "building raftmq and loadgen (release)"
-(cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release -p raftmq -p raftmq-benches)
-RAFTMQ=$TARGET/release/raftmq
-LOADGEN=$TARGET/release/loadgen
-for bin in "$RAFTMQ" "$LOADGEN"; do
-    [ -x "$bin" ] || die "$bin missing after the build"
-done
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh" # build_raftmq_and_loadgen, stop_pids
+build_raftmq_and_loadgen
 
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -99,8 +95,6 @@ fi
 declare -a PID=()    # PID[i]: node i's process, while it runs
 LOADGEN_PID=""       # a loadgen's timeout, while one runs
 
-# shellcheck source=benches/lib.sh
-source "$ROOT/benches/lib.sh" # stop_pids
 
 cleanup() {
     if [ -n "$LOADGEN_PID" ]; then

@@ -559,6 +559,7 @@ impl State {
                 if !self.down.insert(*node) {
                     return Outcome::Stale;
                 }
+                // imbl's map has no `values_mut`: find them, then change each.
                 let owned: Vec<String> = self
                     .sessions
                     .iter()
@@ -616,39 +617,44 @@ impl State {
     }
 
     /// What the leader should do now: the due wills (as `FireWill`, each published by
-    /// the leader with [`WILL_SEQ`]), then the expired sessions.
+    /// the leader with [`WILL_SEQ`]), then the expired sessions, among every session.
     /// `offline_ms` tells how long an offline session has been offline. The leader
     /// measures that on its own monotonic clock, never as wall-clock time minus the
     /// replicated `released_at_ms`: a wall clock that jumps an hour forward must not
     /// expire sessions or fire wills early.
     ///
-    /// This walks every session; the failover watch asks [`State::due_of`] only of the
-    /// sessions whose time may have come.
+    /// The failover watch asks [`State::due_among`] only of the sessions whose time may
+    /// have come; this walk of all of them is the reference its tests compare with.
     pub fn due(&self, offline_ms: impl Fn(&str, &SessionRecord) -> u64) -> Vec<Event> {
-        let all = || {
-            self.sessions
-                .keys()
-                .flat_map(|id| self.due_of(id, offline_ms(id, &self.sessions[id])))
-        };
-        let wills = all().filter(|e| matches!(e, Event::FireWill { .. }));
-        let expired = all().filter(|e| matches!(e, Event::Expire { .. }));
-        wills.chain(expired).collect()
+        self.due_among(self.sessions.keys().map(String::as_str), |id| {
+            self.sessions.get(id).map_or(0, |r| offline_ms(id, r))
+        })
     }
 
-    /// [`State::due`] for one session, offline for `offline_ms`: its will, if due, else
-    /// its expiry, if due.
-    pub fn due_of(&self, client_id: &str, offline_ms: u64) -> Option<Event> {
-        let r = self.sessions.get(client_id)?;
-        if !r.connected && r.will_delay_ms().is_some_and(|d| d <= offline_ms) {
-            return Some(Event::FireWill {
-                client_id: client_id.to_string(),
-                epoch: r.epoch,
-            });
-        }
-        r.is_expired(offline_ms).then(|| Event::Expire {
-            client_id: client_id.to_string(),
-            epoch: r.epoch,
-        })
+    /// [`State::due`] among the sessions `ids` (unknown ones skipped): for each, its
+    /// will if due, else its expiry if due; the wills first.
+    pub fn due_among<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+        offline_ms: impl Fn(&str) -> u64,
+    ) -> Vec<Event> {
+        let (mut wills, expired): (Vec<Event>, Vec<Event>) = ids
+            .into_iter()
+            .filter_map(|id| {
+                let r = self.sessions.get(id)?;
+                let offline = offline_ms(id);
+                let epoch = r.epoch;
+                let client_id = id.to_string();
+                if !r.connected && r.will_delay_ms().is_some_and(|d| d <= offline) {
+                    Some(Event::FireWill { client_id, epoch })
+                } else {
+                    r.is_expired(offline)
+                        .then_some(Event::Expire { client_id, epoch })
+                }
+            })
+            .partition(|e| matches!(e, Event::FireWill { .. }));
+        wills.extend(expired);
+        wills
     }
 
     fn current(&mut self, client_id: &str, epoch: u64) -> Option<&mut SessionRecord> {

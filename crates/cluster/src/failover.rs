@@ -410,14 +410,10 @@ impl OfflineSince {
             .take_while(|(at, _)| *at <= now)
             .map(|(_, id)| id.as_str())
             .collect();
+        // A session whose will delay and expiry have both come is listed twice.
         ids.sort_unstable();
         ids.dedup();
-        let (mut wills, expired): (Vec<Event>, Vec<Event>) = ids
-            .into_iter()
-            .filter_map(|id| state.due_of(id, self.ms(id)))
-            .partition(|e| matches!(e, Event::FireWill { .. }));
-        wills.extend(expired);
-        wills
+        state.due_among(ids, |id| self.ms(id))
     }
 }
 

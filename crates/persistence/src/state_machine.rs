@@ -389,12 +389,15 @@ where
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let asked = Instant::now();
-        let state = self.state.read().await.clone();
+        let guard = self.state.read().await;
+        // Applies wait from here: for the clone, not for the encoding and the write.
+        let cloning = Instant::now();
+        let state = guard.clone();
+        drop(guard);
         SnapshotBuilder {
             trees: self.trees.clone(),
             state: Some(state),
-            held: asked.elapsed(),
+            held: cloning.elapsed(),
             seq: self.snapshot_seq.fetch_add(1, Ordering::Relaxed),
         }
     }

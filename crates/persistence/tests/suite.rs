@@ -241,3 +241,65 @@ fn purge_hides_at_once_and_sweeps_later() {
         assert!(log.try_get_log_entries(0..).await.unwrap().is_empty());
     });
 }
+
+/// A snapshot build that finishes after a newer snapshot was installed (the builder took
+/// its copy of the state first) leaves the installed one in place: on reopen the store
+/// starts from the newer snapshot, not from the build's older one.
+#[test]
+fn a_late_build_leaves_a_newer_installed_snapshot() {
+    use openraft::{
+        CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftSnapshotBuilder,
+    };
+    let log_id = |i| LogId::new(CommittedLeaderId::new(1, 0), i);
+    let entries: Vec<Entry<TestConfig>> = [("a", "1"), ("b", "2"), ("c", "3")]
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Entry {
+            log_id: log_id(i as u64 + 2),
+            payload: EntryPayload::Normal(Set {
+                key: (*k).into(),
+                value: (*v).into(),
+            }),
+        })
+        .collect();
+    let membership = Entry::<TestConfig> {
+        log_id: log_id(1),
+        payload: EntryPayload::Membership(Membership::new(vec![[0u64].into()], None)),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let (_log, mut sm): Stores = persistence::open(dir.path()).unwrap();
+        sm.apply(vec![membership.clone(), entries[0].clone()])
+            .await
+            .unwrap();
+        // Its copy of the state is taken here, at index 2.
+        let mut late = sm.get_snapshot_builder().await;
+
+        // A newer snapshot (index 4), built elsewhere, is installed meanwhile.
+        let (_log, mut leader): Stores = persistence::open(other.path()).unwrap();
+        let mut all = vec![membership];
+        all.extend(entries);
+        leader.apply(all).await.unwrap();
+        let newer = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(newer.meta.last_log_id, Some(log_id(4)));
+        sm.install_snapshot(&newer.meta, newer.snapshot)
+            .await
+            .unwrap();
+
+        late.build_snapshot().await.unwrap();
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id, Some(log_id(4)));
+    });
+    rt().block_on(async {
+        let (_log, mut sm): Stores = persistence::open(dir.path()).unwrap();
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(log_id(4)));
+        assert_eq!(sm.read(|kv| kv.0.get("c").cloned()).await, Some("3".into()));
+    });
+}
